@@ -1,0 +1,1 @@
+"""mixlab: deep clustering with mixture models and EM."""
