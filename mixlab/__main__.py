@@ -1,0 +1,123 @@
+"""Command line: ``python -m mixlab train|eval|config|list`` — the same code the notebooks call."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mixlab.config import PROFILES, ConfigError, load_param_file, parse_set, resolve
+from mixlab import engine
+from mixlab.engine import CheckpointError, NonFiniteLoss
+
+EPILOG = """examples:
+  python -m mixlab train --method mice --dataset fashion-mnist --profile cpu --seed 0 --out runs/mice0
+  python -m mixlab train --method siammm --profile smoke --out /tmp/s --set n_clusters=50 --set lr=0.1
+  python -m mixlab eval --run runs/mice0
+  python -m mixlab config --method nmm --profile gpu
+  torchrun --nproc_per_node=2 -m mixlab train --method moco --profile smoke --out /tmp/ddp
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mixlab", description="mixlab: deep clustering with mixture "
+                                "models and EM.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def run_options(q):
+        q.add_argument("--method", required=True, help="mice, moco, siammm, nmm or tcc")
+        q.add_argument("--profile", default="cpu", choices=PROFILES, help="settings preset (default: cpu)")
+        q.add_argument("--dataset", help="dataset name (default: the profile's, fashion-mnist)")
+        q.add_argument("--seed", type=int, help="training seed (default 0)")
+        q.add_argument("--params", help="YAML file with 'train:' and 'method:' sections")
+        q.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override one field (train.* or method.*; bare names if unambiguous); repeatable")
+
+    t = sub.add_parser("train", help="train a method; writes config.json, log.jsonl, checkpoint.pt, metrics.json")
+    run_options(t)
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    e = sub.add_parser("eval", help="re-evaluate a finished run from its checkpoint")
+    e.add_argument("--run", required=True, help="run directory written by train")
+    c = sub.add_parser("config", help="print the resolved configuration of a run without training")
+    run_options(c)
+    r = sub.add_parser("reproduce", help="execute every notebook of notebooks/manifest.yaml with papermill")
+    r.add_argument("--profile", default="cpu", choices=PROFILES, help="parameter set (default: cpu)")
+    r.add_argument("--only", action="append", metavar="NOTEBOOK", help="run just this notebook; repeatable")
+    r.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
+    sub.add_parser("list", help="list methods, datasets and profiles")
+    return p
+
+
+def _config(args):
+    from mixlab.methods import get_method
+
+    overrides: dict = {"train": {}, "method": {}}
+    if args.params:
+        for section, values in load_param_file(args.params).items():
+            if section not in overrides or not isinstance(values, dict):
+                raise ConfigError(f"parameter file {args.params}: unknown section {section!r}; use 'train:' and 'method:'")
+            overrides[section].update(values)
+    if args.dataset:
+        overrides["train"]["dataset"] = args.dataset
+    if args.seed is not None:
+        overrides["train"]["seed"] = args.seed
+    for section, values in parse_set(args.set, get_method(args.method)).items():
+        overrides[section].update(values)
+    return resolve(args.method, args.profile, overrides)
+
+
+def _evaluate(run: Path) -> dict:
+    from mixlab import config as config_mod
+
+    if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a finished run (needs config.json and checkpoint.pt)")
+    cfg = config_mod.from_dict(json.loads((run / "config.json").read_text()))
+    trainer = engine.Trainer(engine.build(cfg), run)
+    trainer.load_checkpoint(run / "checkpoint.pt")
+    metrics, _ = trainer.evaluate()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from mixlab.data import dataset_names
+            from mixlab.methods import method_names
+            print("methods: " + ", ".join(method_names()))
+            print("datasets: " + ", ".join(dataset_names()))
+            print("profiles: " + ", ".join(PROFILES))
+            return 0
+        if args.command == "reproduce":
+            from mixlab import pipeline
+            start = time.perf_counter()
+            try:
+                pipeline.reproduce(args.profile, only=args.only, force=args.force)
+            except pipeline.NotebookFailed as exc:
+                print(f"mixlab: error: {exc}; notebooks before it kept their results", file=sys.stderr)
+                return 1
+            print(f"[reproduce] profile {args.profile} finished in {time.perf_counter() - start:.0f} s")
+            return 0
+        if args.command == "eval":
+            print(json.dumps(_evaluate(Path(args.run)), indent=2))
+            return 0
+        cfg = _config(args)
+        if args.command == "config":
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        result = engine.train(cfg, args.out, resume=args.resume)
+        print(json.dumps({k: result[k] for k in ("acc", "nmi", "ari", "ami")}))
+        return 0
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss, CheckpointError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"mixlab: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError)) else 1
+    except KeyboardInterrupt:
+        print("mixlab: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Typed, validated run configuration.
+
+A run is a :class:`RunConfig`: the method-independent :class:`TrainConfig` plus the method's own
+dataclass (``Method.Config``). Every field is checked on construction; a wrong name, type or value
+raises :class:`ConfigError` with one line that names the field. Profiles (``smoke``, ``cpu``,
+``gpu``, ``paper``) are dictionaries of overrides: the common ones below, then the method's own
+``PROFILES``, then a YAML parameter file, then ``--set field=value`` from the command line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration field has a wrong name, type or value."""
+
+
+def check_choice(where: str, value, choices) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"{where}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def check_positive(where: str, value, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (int, float, bool, str, list[...], X | None)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(where, value, arg)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1]
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and item is not str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if tp is dict or typing.get_origin(tp) is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    raise TypeError(f"unsupported config annotation {tp!r} for {where}")
+
+
+def build(cls, values: dict | None, where: str):
+    """Construct dataclass ``cls`` from a mapping, naming the field on any error."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown field {where}.{unknown[0]}; known fields: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+@dataclass
+class TrainConfig:
+    """Method-independent settings: data, network body, optimizer, schedule, evaluation, device."""
+
+    dataset: str = "fashion-mnist"
+    subset: int | None = None          # seeded random subset of the dataset (None = all)
+    data_seed: int = 0                 # seed of the subset selection (fixed across training seeds)
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 256
+    backbone: str = "small-cnn"
+    augment: str = "moco-gray"         # augmentation recipe, see mixlab.data.augment.RECIPES
+    sobel: bool = False                # grayscale + Sobel input (NMM §8.2)
+    image_size: int | None = None      # None = the dataset's own size
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)  # epochs of x gamma for schedule=step
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    eval_every: int = 1                # evaluate every n epochs (and always at the end); 0 = end only
+    eval_batch_size: int = 1024
+    snapshot_epochs: list[int] = field(default_factory=list)  # save embeddings/posteriors; -1 = last
+    snapshot_size: int = 2000
+    device: str = "auto"
+    amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False
+    compile: bool = False
+    num_threads: int = 0               # torch CPU threads; 0 = torch's default
+    max_steps_per_epoch: int = 0       # cap on steps per epoch; 0 = a full pass
+    progress: bool = True
+
+    def validate(self) -> None:
+        check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
+        check_choice("train.schedule", self.schedule, ("constant", "step", "cosine"))
+        check_choice("train.device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        for name in ("epochs", "batch_size", "lr", "eval_batch_size", "snapshot_size"):
+            check_positive(f"train.{name}", getattr(self, name))
+        for name in ("subset", "warmup_epochs", "eval_every", "num_threads", "max_steps_per_epoch",
+                     "weight_decay", "momentum"):
+            check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs:
+            raise ConfigError(f"train.warmup_epochs={self.warmup_epochs} must be < train.epochs={self.epochs}")
+
+
+# Profile defaults shared by all methods; each method's PROFILES refines them.
+COMMON_PROFILES: dict[str, dict] = {
+    "smoke": {"train": {"subset": 512, "epochs": 2, "batch_size": 128, "backbone": "small-cnn",
+                        "eval_batch_size": 512, "snapshot_size": 256, "progress": False}},
+    "cpu": {"train": {"subset": 10000, "epochs": 15, "batch_size": 256, "backbone": "small-cnn"}},
+    "gpu": {"train": {"subset": None, "epochs": 100, "batch_size": 512, "backbone": "resnet18",
+                      "image_size": 32, "channels_last": True, "snapshot_size": 5000}},
+    "paper": {"train": {"subset": None, "backbone": "resnet34", "augment": "moco"}},
+}
+
+
+@dataclass
+class RunConfig:
+    """One run: which method, its profile, the common settings and the method's own."""
+
+    method: str
+    profile: str
+    train: TrainConfig
+    params: Any  # the method's Config dataclass
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "profile": self.profile,
+                "train": dataclasses.asdict(self.train), "method_params": dataclasses.asdict(self.params)}
+
+
+def _merge(base: dict, over: dict | None) -> dict:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, values in (over or {}).items():
+        if section not in ("train", "method"):
+            raise ConfigError(f"unknown section {section!r} in parameters; use 'train:' and 'method:'")
+        if not isinstance(values, dict):
+            raise ConfigError(f"section {section!r} must be a mapping of field: value")
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def parse_set(assignments: list[str], method_cls) -> dict:
+    """Turn ``['lr=0.1', 'method.tau=0.5']`` into ``{'train': {...}, 'method': {...}}``."""
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    method_names = {f.name for f in dataclasses.fields(method_cls.Config)}
+    out: dict = {"train": {}, "method": {}}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like field=value (e.g. --set lr=0.1)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        section, _, name = key.rpartition(".")
+        if section and section not in ("train", "method"):
+            raise ConfigError(f"--set {key}: prefix must be 'train.' or 'method.'")
+        if not section:
+            in_train, in_method = name in train_names, name in method_names
+            if in_train and in_method:
+                raise ConfigError(f"--set {name} is ambiguous; write train.{name} or method.{name}")
+            if not (in_train or in_method):
+                raise ConfigError(f"--set {name}: unknown field; train fields: {', '.join(sorted(train_names))};"
+                                  f" method fields: {', '.join(sorted(method_names))}")
+            section = "train" if in_train else "method"
+        out[section][name] = value
+    return out
+
+
+def load_param_file(path: str | Path) -> dict:
+    """Read a YAML parameter file with optional ``train:`` and ``method:`` sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"parameter file {path} is not valid YAML{at}; fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameter file {path} must be a mapping with 'train:' and/or 'method:' sections")
+    return data
+
+
+def resolve(method: str, profile: str = "cpu", overrides: dict | None = None) -> RunConfig:
+    """Build the RunConfig for ``method`` under ``profile``, then apply ``overrides``."""
+    from mixlab.methods import get_method
+
+    check_choice("profile", profile, PROFILES)
+    cls = get_method(method)
+    merged = _merge({"train": {}, "method": {}}, COMMON_PROFILES[profile])
+    merged = _merge(merged, cls.PROFILES.get(profile, {}))
+    merged = _merge(merged, overrides)
+    train = build(TrainConfig, merged["train"], "train")
+    params = build(cls.Config, merged["method"], "method")
+    return RunConfig(method=method, profile=profile, train=train, params=params)
+
+
+def from_dict(data: dict) -> RunConfig:
+    """Rebuild a RunConfig from ``RunConfig.to_dict()`` output (a run's config.json)."""
+    from mixlab.methods import get_method
+
+    cls = get_method(data["method"])
+    return RunConfig(method=data["method"], profile=data["profile"],
+                     train=build(TrainConfig, data["train"], "train"),
+                     params=build(cls.Config, data["method_params"], "method"))

@@ -1,0 +1,345 @@
+"""The training loop: seeding, data on the device, augmentation, optimizer steps, schedule,
+end-of-epoch M-steps, evaluation, one JSON line per epoch, atomic checkpoints and exact resume.
+
+It knows nothing method-specific: everything goes through :class:`mixlab.methods.base.Method`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mixlab import distributed as dist
+from mixlab import io
+from mixlab.config import RunConfig, TrainConfig
+from mixlab.data import load as load_dataset
+from mixlab.data.augment import make_augmenter
+from mixlab.methods import get_method
+from mixlab.methods.base import DataSpec, EpochContext, Method
+from mixlab.metrics import cluster_sizes, evaluate
+from mixlab.provenance import provenance
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable or belongs to another configuration."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but no CUDA device is visible; use --set device=cpu")
+    return torch.device(name)
+
+
+def lr_multiplier(train: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up, then constant, step (x gamma at each milestone epoch) or cosine decay."""
+    total = train.epochs * steps_per_epoch
+    warm = train.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if train.schedule == "step":
+            return train.gamma ** sum(step >= m * steps_per_epoch for m in train.milestones)
+        if train.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return 1.0
+
+    return factor
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built (and validated) before anything is written."""
+
+    cfg: RunConfig
+    device: torch.device
+    images: torch.Tensor      # the whole dataset on the device (uint8 images or float points)
+    labels: torch.Tensor      # CPU, evaluation only
+    augmenter: object
+    method: Method
+    source: str
+
+
+def build(cfg: RunConfig) -> Setup:
+    """Load data, build augmentation and the method; raises clear errors on bad input."""
+    train = cfg.train
+    device = pick_device(train.device)
+    data = load_dataset(train.dataset, subset=train.subset, seed=train.data_seed)
+    images = data.images
+    if images.dtype == torch.uint8:
+        channels, size = images.shape[1], train.image_size or images.shape[-1]
+    else:
+        channels, size = images.shape[1], 0
+    augmenter = make_augmenter(train.augment, channels, size, sobel=train.sobel)
+    seed_everything(train.seed)
+    spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=len(images),
+                    backbone=train.backbone)
+    method = get_method(cfg.method)(cfg.params, spec).to(device)
+    if train.channels_last and device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source)
+
+
+class Trainer:
+    """Runs (or resumes) one configured run into ``out``."""
+
+    def __init__(self, setup: Setup, out: Path):
+        self.s = setup
+        self.out = Path(out)
+        self.train_cfg = setup.cfg.train
+        t = self.train_cfg
+        n = len(setup.images)
+        per_rank = n // dist.world_size()
+        self.steps_per_epoch = max(1, per_rank // t.batch_size)
+        if t.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        if per_rank < t.batch_size:
+            raise ValueError(f"train.batch_size={t.batch_size} exceeds the {per_rank} samples per process;"
+                             " lower it or use a larger subset")
+        self.optimizers = setup.method.configure_optimizers(t)
+        factor = lr_multiplier(t, self.steps_per_epoch)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
+        self.gen_perm = torch.Generator().manual_seed(t.seed * 7919 + 1)
+        self.gen_aug = torch.Generator().manual_seed(t.seed * 7919 + 2 + dist.rank())
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict] = []
+        self.wall = 0.0
+        self.step_hook: Callable[[int], None] | None = None  # tests use it to kill a run mid-epoch
+
+    # ---- the loop -------------------------------------------------------------------------
+    def autocast(self):
+        if self.s.device.type == "cuda" and self.train_cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batches(self):
+        """Index batches of one epoch: a seeded permutation, split across processes, drop-last."""
+        n = len(self.s.images)
+        perm = torch.randperm(n, generator=self.gen_perm)
+        perm = perm[dist.rank()::dist.world_size()]
+        b = self.train_cfg.batch_size
+        return [perm[i * b:(i + 1) * b] for i in range(self.steps_per_epoch)]
+
+    def train_epoch(self) -> dict:
+        method, s = self.s.method, self.s
+        method.train()
+        method.start_epoch(self.epoch + 1)
+        sums: dict[str, torch.Tensor] = {}
+        bar = tqdm(self.batches(), desc=f"epoch {self.epoch + 1}/{self.train_cfg.epochs}", leave=False,
+                   disable=not (self.train_cfg.progress and dist.is_main()))
+        for step, idx in enumerate(bar):
+            x = s.images[idx.to(s.device)]
+            views = [s.augmenter(x, self.gen_aug) for _ in range(method.n_views)]
+            for stage in method.stages:
+                with self.autocast():
+                    out = method.training_step(views, idx, stage)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"loss of stage '{stage}' is {loss.item()} at epoch {self.epoch + 1} step {step + 1}"
+                        f" (global step {self.global_step + 1}); last good checkpoint kept in {self.out}")
+                opt = self.optimizers[stage]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in out.items():
+                    key = k if len(method.stages) == 1 else f"{stage}/{k}"
+                    sums[key] = sums.get(key, 0.0) + v.detach().float()
+            method.after_step()
+            for sched in self.schedulers.values():
+                sched.step()
+            self.global_step += 1
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.step_hook is not None:
+                self.step_hook(self.global_step)
+        n = len(bar)
+        return {k: float(v) / n for k, v in sums.items()}
+
+    @torch.no_grad()
+    def map_dataset(self, fn, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply ``fn`` to clean (un-augmented) batches of the dataset, in order, concatenated."""
+        s = self.s
+        images = s.images if index is None else s.images[index.to(s.device)]
+        outs = []
+        b = self.train_cfg.eval_batch_size
+        for i in range(0, len(images), b):
+            with self.autocast():
+                outs.append(fn(s.augmenter.clean(images[i:i + b])).float())
+        return torch.cat(outs)
+
+    def evaluate(self) -> tuple[dict, torch.Tensor]:
+        method = self.s.method
+        method.eval()
+        post = self.map_dataset(method.predict).cpu()
+        pred = post.argmax(1)
+        metrics = evaluate(self.s.labels, pred)
+        sizes = cluster_sizes(pred, post.shape[1])
+        metrics["n_nonempty"] = int((sizes > 0).sum())
+        metrics["max_cluster_frac"] = float(sizes.max() / len(pred))
+        method.train()
+        return metrics, post
+
+    def snapshot(self, epoch: int) -> None:
+        """Save embeddings and posteriors of a fixed subsample (for t-SNE / histograms)."""
+        method, n = self.s.method, len(self.s.images)
+        g = torch.Generator().manual_seed(12345)
+        idx = torch.randperm(n, generator=g)[: min(self.train_cfg.snapshot_size, n)].sort().values
+        method.eval()
+        emb = self.map_dataset(method.embed, idx).cpu().numpy()
+        post = self.map_dataset(method.predict, idx).cpu().numpy()
+        method.train()
+        buf = {"index": idx.numpy(), "embedding": emb, "posterior": post, "labels": self.s.labels[idx].numpy()}
+        io._atomic(self.out / "snapshots" / f"epoch_{epoch:03d}.npz", lambda fh: np.savez_compressed(fh, **buf))
+
+    def log(self, message: str) -> None:
+        """A line for the user (and the notebook): only the main process speaks."""
+        if dist.is_main():
+            tqdm.write(f"[epoch {self.epoch}] {message}")
+
+    def end_of_epoch(self, train_logs: dict, seconds: float) -> dict:
+        t = self.train_cfg
+        ctx = EpochContext(epoch=self.epoch, map_dataset=self.map_dataset, all_reduce=dist.all_reduce_sum,
+                           log=self.log)
+        extra = self.s.method.end_epoch(ctx)
+        row = {"epoch": self.epoch, "step": self.global_step, **train_logs, **extra,
+               "lr": self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"], "seconds": seconds}
+        last = self.epoch == t.epochs
+        if last or (t.eval_every and self.epoch % t.eval_every == 0):
+            metrics, _ = self.evaluate()
+            row.update(metrics)
+        snaps = {e if e > 0 else t.epochs for e in t.snapshot_epochs}
+        if self.epoch in snaps and dist.is_main():
+            self.snapshot(self.epoch)
+        return row
+
+    def run(self) -> dict:
+        t = self.train_cfg
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        while self.epoch < t.epochs:
+            start = time.perf_counter()
+            logs = self.train_epoch()
+            self.epoch += 1
+            row = self.end_of_epoch(logs, time.perf_counter() - start)
+            self.wall += time.perf_counter() - start
+            self.history.append(row)
+            if dist.is_main():
+                self.save_checkpoint()
+                io.write_text(self.out / "log.jsonl", "".join(_json_line(r) for r in self.history))
+                if t.progress:
+                    tqdm.write(_summary_line(row))
+        return self.finish()
+
+    def finish(self) -> dict:
+        metrics, post = self.evaluate()
+        if not dist.is_main():
+            return metrics
+        io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(
+            fh, posterior=post.numpy().astype(np.float16), labels=self.s.labels.numpy()))
+        result = {**metrics, "method": self.s.cfg.method, "profile": self.s.cfg.profile,
+                  "dataset": self.train_cfg.dataset, "seed": self.train_cfg.seed, "epochs": self.epoch,
+                  "wall_time_s": round(self.wall, 2),
+                  "provenance": provenance(self.s.device, data_source=self.s.source,
+                                           world_size=dist.world_size())}
+        io.write_json(self.out / "metrics.json", result)
+        return result
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        np_state = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "perm": self.gen_perm.get_state(), "aug": self.gen_aug.get_state(),
+               "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+               "python": _to_lists(random.getstate())}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"epoch": self.epoch, "global_step": self.global_step, "wall": self.wall,
+                "config": self.s.cfg.to_dict(), "history": self.history,
+                "method": self.s.method.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}, "rng": rng}
+
+    def save_checkpoint(self) -> None:
+        io.torch_save(self.out / "checkpoint.pt", self.state())
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.s.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is corrupt
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"checkpoint {path} is unreadable ({reason}); delete it to start over") from None
+        if state.get("config") != self.s.cfg.to_dict():
+            raise CheckpointError(f"checkpoint {path} was written with another configuration;"
+                                  " resume with the same settings or choose a new --out")
+        self.s.method.load_state_dict(state["method"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        self.gen_perm.set_state(rng["perm"].cpu())
+        self.gen_aug.set_state(rng["aug"].cpu())
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+        random.setstate(_to_tuples(rng["python"]))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([r.cpu() for r in rng["cuda"]])
+        self.epoch, self.global_step, self.wall = state["epoch"], state["global_step"], state["wall"]
+        self.history = state["history"]
+
+
+def _json_line(row: dict) -> str:
+    return json.dumps(row) + "\n"
+
+
+def _summary_line(row: dict) -> str:
+    keys = [k for k in ("loss", "acc", "nmi", "ari") if k in row]
+    return f"epoch {row['epoch']}: " + "  ".join(f"{k}={row[k]:.4f}" for k in keys)
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
+          step_hook: Callable[[int], None] | None = None) -> dict:
+    """Train ``cfg`` into ``out`` (config.json, log.jsonl, checkpoint.pt, metrics.json)."""
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    if not resume and out.exists() and any((out / f).exists() for f in ("config.json", "checkpoint.pt")):
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    setup = build(cfg)
+    trainer = Trainer(setup, out)
+    trainer.step_hook = step_hook
+    if resume and ckpt.exists():
+        trainer.load_checkpoint(ckpt)
+    if dist.is_main():
+        io.write_json(out / "config.json", cfg.to_dict())
+    return trainer.run()

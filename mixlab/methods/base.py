@@ -1,0 +1,94 @@
+"""The one interface every clustering method implements; the engine knows nothing else.
+
+One training step reads top to bottom::
+
+    views = [augment(x) for _ in range(method.n_views)]
+    for stage in method.stages:                      # e.g. ("main",) or NMM's ("em", "consistency")
+        out = method.training_step(views, idx, stage)  # {"loss": tensor, ...scalars to log}
+        optimizers[stage]: zero_grad, backward, step
+    method.after_step()                              # EMA teacher, queue
+    ... at epoch end: method.end_epoch(ctx)          # analytical prototypes, vMF EM, merging
+    method.predict(x) -> [B, K] posterior over clusters on clean images
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from mixlab.config import TrainConfig
+
+
+@dataclass
+class DataSpec:
+    """What a method needs to know about its input to build its networks."""
+
+    in_channels: int       # channels after preprocessing (2 with Sobel); features for point data
+    image_size: int        # side of the (square) input; 0 for point data
+    n_samples: int
+    backbone: str
+
+
+@dataclass
+class EpochContext:
+    """Handed to ``Method.end_epoch``: the epoch number and access to the whole (clean) dataset."""
+
+    epoch: int                                    # 1-based
+    map_dataset: Callable[[Callable], torch.Tensor]  # fn(batch_float) -> tensor, concatenated over all data
+    all_reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over processes (identity on one)
+    log: Callable[[str], None]
+
+
+class Method(nn.Module):
+    """Base class: override what differs; defaults give a single-optimizer method."""
+
+    Config: ClassVar[type]
+    PROFILES: ClassVar[dict] = {}
+    n_views: int = 2
+    stages: tuple[str, ...] = ("main",)
+
+    def __init__(self, cfg, spec: DataSpec):
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+
+    @property
+    def n_clusters(self) -> int:
+        return self.cfg.n_clusters
+
+    def optimizer_groups(self) -> dict[str, list]:
+        """Parameters (or param-group dicts) per stage; default: every trainable parameter in 'main'."""
+        return {"main": [p for p in self.parameters() if p.requires_grad]}
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        return {stage: make_optimizer(train, params) for stage, params in self.optimizer_groups().items()}
+
+    def training_step(self, views: list[torch.Tensor], idx: torch.Tensor, stage: str) -> dict:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called once per step after all optimizer steps (EMA teacher, queue update)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before the first step of ``epoch`` (1-based)."""
+
+    def end_epoch(self, ctx: EpochContext) -> dict:
+        """End-of-epoch work (M-steps outside SGD); returns scalars to log."""
+        return {}
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior over clusters ``[B, K]`` for clean inputs."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding ``[B, d]`` for plots (t-SNE/UMAP)."""
+        raise NotImplementedError
+
+
+def make_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay) or Adam from the common settings."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)

@@ -1,0 +1,97 @@
+"""The two pieces of momentum contrast that MiCE and MoCo share: an EMA teacher and a FIFO queue.
+
+* :func:`make_teacher` / :func:`ema_update_`: the teacher network f_θ' is an exponential moving
+  average of the student f_θ, θ' <- m θ' + (1 - m) θ (MoCo; MiCE App. D, m = 0.999).
+* :class:`Queue`: a FIFO dictionary of past teacher embeddings q (MoCo Eq. 2: ν × d; MiCE §5.2,
+  Eq. 9: ν × K × d). Its contents and its write pointer are buffers, so a checkpoint holds them.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixlab import distributed as dist
+
+__all__ = ["make_teacher", "ema_update_", "Queue"]
+
+
+def make_teacher(student: nn.Module) -> nn.Module:
+    """A frozen copy of ``student`` (θ' = θ at initialisation, MiCE Algorithm 1 line 1)."""
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
+    """In place: θ' <- m θ' + (1 - m) θ for every parameter (MiCE App. D, MoCo).
+
+    Buffers (BatchNorm running statistics) are *not* averaged: like MoCo's key encoder, the
+    teacher runs its own forward passes in train mode and keeps its own running statistics.
+    ``teacher`` and ``student`` must have the same parameter layout (``make_teacher``).
+    """
+    t_params = list(teacher.parameters())
+    s_params = list(student.parameters())
+    if len(t_params) != len(s_params):
+        raise ValueError("teacher and student have different parameter layouts")
+    if not t_params:
+        return
+    s_params = [p.detach() for p in s_params]
+    if all(t.dtype == s.dtype and t.device == s.device for t, s in zip(t_params, s_params)):
+        torch._foreach_lerp_(t_params, s_params, 1.0 - m)  # t + (1-m)(s - t) = m t + (1-m) s
+    else:  # pragma: no cover - mixed dtypes/devices
+        for t, s in zip(t_params, s_params):
+            t.lerp_(s.to(t), 1.0 - m)
+
+
+class Queue(nn.Module):
+    """FIFO queue of ``size`` entries of shape ``item_shape`` (buffers ``data`` and ``ptr``).
+
+    ``data[i]`` is the i-th slot; ``ptr`` is the slot the next entry goes to (a 0-dim int64
+    buffer, checkpointed with the module). :meth:`push` writes a batch at ``ptr``, ``ptr + 1``, ...
+    wrapping modulo ``size`` (any batch size, also one that does not divide ``size``), so the
+    oldest entries are overwritten first. Under DDP the batch is first gathered from all ranks,
+    which keeps every rank's queue identical (the keys of the whole global batch are enqueued).
+
+    Initial contents (MoCo's choice, kept by MiCE): random unit vectors along the last axis
+    (``normalize=True``) drawn from torch's global RNG, so the engine's seed fixes them.
+    """
+
+    def __init__(self, size: int, item_shape: Sequence[int], normalize: bool = True):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"queue size must be >= 1, got {size}")
+        data = torch.randn(size, *item_shape)
+        if normalize:
+            data = F.normalize(data, dim=-1)
+        self.normalize = normalize
+        self.register_buffer("data", data)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.data.shape[0]
+
+    @torch.no_grad()
+    def push(self, items: torch.Tensor, gather: bool = True) -> None:
+        """Enqueue ``items`` ``[B, *item_shape]`` (newest last), dequeuing the oldest B."""
+        if gather:
+            items = dist.all_gather_cat(items)
+        items = items.detach().to(self.data.dtype)
+        if items.shape[1:] != self.data.shape[1:]:
+            raise ValueError(f"queue items have shape {tuple(items.shape[1:])}, expected {tuple(self.data.shape[1:])}")
+        total = items.shape[0]
+        ptr = int(self.ptr)
+        # item j of the batch goes to slot (ptr + j) mod size, exactly as if pushed one by one;
+        # when the batch is longer than the queue only its newest `size` items survive
+        skip = max(0, total - self.size)
+        idx = (ptr + skip + torch.arange(total - skip, device=self.data.device)) % self.size
+        self.data[idx] = items[skip:]
+        self.ptr.fill_((ptr + total) % self.size)
+
+    def forward(self) -> torch.Tensor:  # the current contents, detached
+        return self.data.detach()

@@ -1,0 +1,100 @@
+"""Clustering metrics: ACC (Hungarian), majority ACC, NMI, ARI, AMI, cluster sizes.
+
+All functions accept numpy arrays, torch tensors or sequences of integer labels; labels
+need not be contiguous (they are re-indexed). Scores are fractions (not percentages).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+)
+
+__all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes"]
+
+
+def _labels(a, name: str) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    a = np.asarray(a)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integer labels, got dtype {a.dtype}")
+    return a.astype(np.int64, copy=False)
+
+
+def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} labels but y_pred has {p.size}")
+    if t.size == 0:
+        raise ValueError("empty label arrays")
+    return t, p
+
+
+def contingency(y_true, y_pred) -> np.ndarray:
+    """``[n_clusters, n_classes]`` counts: entry (c, k) = #points in cluster c with class k
+    (rows follow ``np.unique(y_pred)``, columns ``np.unique(y_true)``)."""
+    t, p = _pair(y_true, y_pred)
+    _, ti = np.unique(t, return_inverse=True)
+    _, pi = np.unique(p, return_inverse=True)
+    m = np.zeros((pi.max() + 1, ti.max() + 1), dtype=np.int64)
+    np.add.at(m, (pi, ti), 1)
+    return m
+
+
+def cluster_acc(y_true, y_pred) -> float:
+    """Unsupervised clustering accuracy: the best one-to-one map clusters -> classes.
+
+    max over injective matchings (Hungarian algorithm, ``linear_sum_assignment`` on the
+    contingency matrix, maximising matched counts) of the fraction of points whose cluster
+    is matched to their class. Works for rectangular cases: with more clusters than
+    classes the unmatched clusters count as wrong; with fewer, the unmatched classes do.
+    """
+    m = contingency(y_true, y_pred)
+    rows, cols = linear_sum_assignment(m, maximize=True)
+    return float(m[rows, cols].sum() / m.sum())
+
+
+def majority_acc(y_true, y_pred) -> float:
+    """Accuracy when every cluster is labelled with its most frequent true class (many-to-
+    one; SiamMM Table 3, following Tian et al. 2021). >= :func:`cluster_acc`."""
+    m = contingency(y_true, y_pred)
+    return float(m.max(axis=1).sum() / m.sum())
+
+
+def evaluate(y_true, y_pred) -> dict:
+    """``{"acc", "nmi", "ari", "ami"}`` as python floats (fractions, not percentages).
+
+    acc: :func:`cluster_acc`; nmi: sklearn NMI with arithmetic averaging; ari, ami:
+    chance-adjusted (1 = perfect, ~0 for random labels; they can be slightly negative).
+    """
+    t, p = _pair(y_true, y_pred)
+    return {
+        "acc": cluster_acc(t, p),
+        "nmi": float(normalized_mutual_info_score(t, p, average_method="arithmetic")),
+        "ari": float(adjusted_rand_score(t, p)),
+        "ami": float(adjusted_mutual_info_score(t, p, average_method="arithmetic")),
+    }
+
+
+def cluster_sizes(y_pred, K: int | None = None) -> np.ndarray:
+    """Points per cluster, ``np.bincount`` of non-negative labels 0..K-1 (length
+    ``max(K, max label + 1)``; empty clusters are 0)."""
+    p = _labels(y_pred, "y_pred")
+    if p.size and p.min() < 0:
+        raise ValueError("cluster labels must be non-negative")
+    return np.bincount(p, minlength=0 if K is None else int(K)).astype(np.int64)

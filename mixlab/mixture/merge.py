@@ -1,0 +1,204 @@
+"""Cluster merging by standardised pairwise centroid distance (SiamMM §4.2, Eq. 11).
+
+With mean directions mu_k and pairwise distances Z_ij = ||mu_i - mu_j||_2, clusters i and j
+are merged when
+
+    (Z_ij - E{Z}) / SE{Z} < zeta                                              (11)
+
+where E and SE are the mean and standard deviation of the pairwise distances over all
+pairs i < j (SiamMM uses zeta = -1.2, about the 10th percentile of the standardised
+distances, applied once per epoch, Algorithm 1 "Merge", starting from a large K).
+
+The paper does not spell out how overlapping pairs or the merged centroid are handled;
+the choices here (documented, and switchable):
+
+- ``mode="pairs"`` (default): closest-first greedy matching: candidate pairs are visited
+  in increasing distance and merged when neither cluster has been merged yet in this
+  call, so one call at most halves K and repeated calls (one per epoch) give the gradual
+  "merging curve" of the paper. Transitive chaining through the 10% closest pairs would
+  otherwise collapse a large K to a handful of clusters in one step.
+- ``mode="components"``: all pairs passing Eq. 11 are merged transitively (connected
+  components / single linkage).
+- The merged centroid is the size-weighted mean of the members' centroids,
+  sum_i n_i r_i / sum_i n_i: for mean resultant vectors r_k (Eq. 5, what Algorithm 1
+  merges) with n_k points each, this is exactly the r of the union. Without ``sizes`` the
+  members weigh equally. With ``normalize`` (default) the result is projected back onto
+  the sphere (a mean direction mu, Eq. 6, ready to warm-start spherical k-means).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["merge_clusters", "pairwise_zscores"]
+
+
+def _np64(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _unit(c: np.ndarray) -> np.ndarray:
+    return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-300)
+
+
+def pairwise_zscores(centroids):
+    """Standardised pairwise distances of Eq. 11 over all pairs i < j (dense, O(K^2)).
+
+    Returns ``(i, j, z, dist)`` numpy arrays (pair indices, (Z_ij - E Z)/SE Z, Z_ij), with
+    Z_ij = ||mu_i - mu_j|| on the normalised centroids. ``z`` is all zeros when every pair
+    is equidistant (SE = 0). Handy to draw the distribution and pick ``zeta``.
+    """
+    mu = _unit(_np64(centroids))
+    K = mu.shape[0]
+    i, j = np.triu_indices(K, k=1)
+    dist = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[i], mu[j]), 0.0, None))
+    if dist.size == 0:
+        return i, j, dist.copy(), dist
+    se = dist.std()
+    z = (dist - dist.mean()) / se if se > 1e-12 else np.zeros_like(dist)
+    return i, j, z, dist
+
+
+def _candidates_sparse(mu: np.ndarray, zeta: float, knn: int, n_sample: int, seed: int):
+    """Large K: E/SE from ``n_sample`` random pairs, candidates from each centroid's ``knn``
+    nearest neighbours (blocked exact search)."""
+    K = mu.shape[0]
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, K, size=n_sample)
+    b = rng.integers(0, K - 1, size=n_sample)
+    b = b + (b >= a)  # uniform over ordered pairs with a != b
+    ds = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[a], mu[b]), 0.0, None))
+    mean, se = ds.mean(), ds.std()
+    if se <= 1e-12:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    thr = mean + zeta * se  # z < zeta  <=>  dist < thr
+    m = torch.from_numpy(mu)
+    k = min(knn + 1, K)
+    ii, jj, dd = [], [], []
+    for s in range(0, K, 4096):
+        sims, idx = (m[s : s + 4096] @ m.T).topk(k, dim=1)
+        dist = torch.sqrt(torch.clamp(2.0 - 2.0 * sims, min=0.0))
+        rows = torch.arange(s, s + sims.shape[0])[:, None].expand_as(idx)
+        keep = (dist < thr) & (idx != rows)  # no self-pairs; duplicates removed below
+        ii.append(torch.minimum(rows, idx)[keep])
+        jj.append(torch.maximum(rows, idx)[keep])
+        dd.append(dist[keep])
+    i = torch.cat(ii).numpy()
+    j = torch.cat(jj).numpy()
+    d = torch.cat(dd).numpy()
+    if i.size:
+        _, first = np.unique(i * K + j, return_index=True)
+        i, j, d = i[first], j[first], d[first]
+    return i, j, d
+
+
+def merge_clusters(
+    centroids,
+    zeta: float,
+    *,
+    sizes=None,
+    mode: str = "pairs",
+    normalize: bool = True,
+    max_dense: int = 8192,
+    knn: int = 16,
+    n_sample_pairs: int = 1_000_000,
+    seed: int = 0,
+):
+    """Merge clusters whose standardised centroid distance is below ``zeta`` (SiamMM Eq. 11).
+
+    Args:
+        centroids: ``[K, d]`` centroids (unit mean directions mu_k or mean resultant
+            vectors r_k); distances are measured between their normalised versions.
+        zeta: threshold on (Z_ij - E Z) / SE Z (SiamMM: -1.2). More negative merges less.
+        sizes: optional ``[K]`` cluster sizes (or total responsibilities) weighting the
+            merged centroid; equal weights if None.
+        mode: ``"pairs"`` (closest-first disjoint pairs, at most K/2 merges per call) or
+            ``"components"`` (transitive closure of all pairs passing Eq. 11).
+        normalize: return unit-norm centroids (default) or the raw weighted means.
+        max_dense: up to this K all K(K-1)/2 distances are used exactly; above it, E and SE
+            are estimated from ``n_sample_pairs`` random pairs (``seed``) and candidate
+            pairs come from each centroid's ``knn`` nearest neighbours.
+
+    Returns:
+        ``(new_centroids, old_to_new)``: ``[K', d]`` and ``[K]`` int64 mapping old -> new
+        cluster index, contiguous in 0..K'-1 and ordered by each group's smallest old
+        index (untouched clusters keep their relative order). Same kind (numpy/torch,
+        dtype, device) as ``centroids``. New sizes: ``np.bincount(old_to_new, weights=sizes)``.
+        K < 3, or all pairs equidistant (SE = 0), merges nothing.
+    """
+    if mode not in ("pairs", "components"):
+        raise ValueError(f"mode={mode!r} must be 'pairs' or 'components'")
+    C = _np64(centroids)
+    if C.ndim != 2:
+        raise ValueError(f"centroids must be [K, d], got shape {C.shape}")
+    K = C.shape[0]
+    w = np.ones(K) if sizes is None else _np64(sizes).reshape(-1)
+    if w.shape[0] != K:
+        raise ValueError(f"sizes has {w.shape[0]} entries for K={K} centroids")
+    if np.any(w < 0):
+        raise ValueError("sizes must be non-negative")
+    mu = _unit(C)
+
+    if K < 3:
+        i = j = np.empty(0, np.int64)
+        dist = np.empty(0)
+    elif K <= max_dense:
+        i, j, z, dist = pairwise_zscores(mu)
+        keep = z < zeta
+        i, j, dist = i[keep], j[keep], dist[keep]
+    else:
+        i, j, dist = _candidates_sparse(mu, float(zeta), int(knn), int(n_sample_pairs), int(seed))
+
+    # union-find over the accepted pairs
+    parent = np.arange(K)
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    order = np.argsort(dist, kind="stable")
+    if mode == "pairs":
+        used = np.zeros(K, dtype=bool)
+        for p in order:
+            a, b = int(i[p]), int(j[p])
+            if not used[a] and not used[b]:
+                used[a] = used[b] = True
+                parent[b] = a
+    else:
+        for p in order:
+            ra, rb = find(int(i[p])), find(int(j[p]))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(a) for a in range(K)])
+    # contiguous new ids ordered by each group's smallest old index
+    _, first_idx, inv = np.unique(roots, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first_idx))
+    old_to_new = rank[inv].astype(np.int64)
+    Kn = int(old_to_new.max()) + 1 if K else 0
+
+    mass = np.bincount(old_to_new, weights=w, minlength=Kn)
+    count = np.bincount(old_to_new, minlength=Kn).astype(np.float64)
+    summed = np.zeros((Kn, C.shape[1]))
+    np.add.at(summed, old_to_new, w[:, None] * C)
+    plain = np.zeros((Kn, C.shape[1]))
+    np.add.at(plain, old_to_new, C)
+    # groups whose sizes are all zero fall back to equal weights
+    new = np.where(mass[:, None] > 0, summed / np.maximum(mass, 1e-300)[:, None], plain / count[:, None])
+    if normalize:
+        new = _unit(new)
+
+    if isinstance(centroids, torch.Tensor):
+        dtype = centroids.dtype if centroids.is_floating_point() else torch.float32
+        return (
+            torch.as_tensor(new, dtype=dtype, device=centroids.device),
+            torch.as_tensor(old_to_new, device=centroids.device),
+        )
+    out_dtype = C.dtype if not isinstance(centroids, np.ndarray) else (
+        centroids.dtype if np.issubdtype(centroids.dtype, np.floating) else np.float64
+    )
+    return new.astype(out_dtype), old_to_new

@@ -1,0 +1,141 @@
+"""``make reproduce``: execute every notebook of the manifest with papermill, then summarize.
+
+Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
+``notebooks/params/<profile>/<notebook>.yaml``. Executed copies go to ``runs/<profile>/notebooks/``
+(git-ignored), figures to ``figures/``, metrics to ``results/``. A notebook whose source, parameters
+and library code are unchanged since its last successful execution is skipped unless forced. A
+failure stops the pipeline with the notebook's name and the path of its executed copy; everything
+finished before it stays as it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from mixlab import io
+from mixlab.config import PROFILES, ConfigError
+from mixlab.provenance import REPO, provenance
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised while papermill executed it."""
+
+
+def manifest(root: Path = REPO) -> list[str]:
+    path = root / "notebooks" / "manifest.yaml"
+    entries = yaml.safe_load(path.read_text())["notebooks"]
+    return [str(e) for e in entries]
+
+
+def output_dirs(profile: str) -> dict:
+    """Where a profile's notebooks write: ``cpu`` to results/ and figures/, ``gpu``/``paper`` to a
+    sub-folder of each, ``smoke`` only under the git-ignored runs/."""
+    if profile == "cpu":
+        return {"runs_dir": "runs/cpu", "results_dir": "results", "figures_dir": "figures"}
+    if profile == "smoke":
+        return {"runs_dir": "runs/smoke", "results_dir": "runs/smoke/results", "figures_dir": "runs/smoke/figures"}
+    return {"runs_dir": f"runs/{profile}", "results_dir": f"results/{profile}", "figures_dir": f"figures/{profile}"}
+
+
+def parameters(name: str, profile: str, root: Path = REPO) -> dict:
+    path = root / "notebooks" / "params" / profile / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no parameter file {path} for notebook {name!r} on profile {profile!r}")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"parameter file {path} is not valid YAML; fix its syntax") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"parameter file {path} must be a mapping of notebook parameters")
+    return {**params, "profile": profile, **output_dirs(profile)}
+
+
+def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
+    """Hash of the notebook source, its parameters and every file of the mixlab package."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+    for path in [root / "notebooks" / f"{name}.py", *sorted((root / "mixlab").rglob("*.py"))]:
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir``; raise NotebookFailed."""
+    import papermill
+
+    out = out_dir / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                                   cwd=str(root), kernel_name="python3", progress_bar=False)
+    except Exception as exc:  # noqa: BLE001 - papermill wraps the notebook's own error
+        first = str(exc).strip().splitlines()
+        raise NotebookFailed(f"notebook {name} failed ({first[-1] if first else type(exc).__name__});"
+                             f" its executed copy is {out}") from None
+    return out
+
+
+def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
+              root: Path = REPO) -> list[dict]:
+    """Run the manifest for ``profile``; returns one record per notebook (skipped or run, seconds)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile {profile!r} is not valid; choose one of: {', '.join(PROFILES)}")
+    names = manifest(root)
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ConfigError(f"notebook {unknown[0]!r} is not in notebooks/manifest.yaml; known: {', '.join(names)}")
+    state_dir = root / "runs" / profile / ".pipeline"
+    records = []
+    for name in names:
+        if only and name not in only:
+            continue
+        params = parameters(name, profile, root)
+        key = fingerprint(name, params, root)
+        stamp = state_dir / f"{name}.json"
+        if not force and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+            print(f"[reproduce] {name}: unchanged, skipped (force with --force)", flush=True)
+            records.append({"notebook": name, "status": "skipped"})
+            continue
+        print(f"[reproduce] {name}: running on profile {profile} ...", flush=True)
+        start = time.perf_counter()
+        out = execute(name, params, root / "runs" / profile / "notebooks", root)
+        seconds = round(time.perf_counter() - start, 1)
+        record = {"notebook": name, "status": "ran", "seconds": seconds, "executed": str(out.relative_to(root))}
+        io.write_json(stamp, {"key": key, **record, "provenance": provenance()})
+        print(f"[reproduce] {name}: done in {seconds} s", flush=True)
+        records.append(record)
+    dirs = output_dirs(profile)
+    write_summary(root / dirs["results_dir"], profile, records)
+    return records
+
+
+def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = None) -> Path:
+    """Collect every ``results_dir/*/table.csv`` into ``summary.md`` and ``summary.csv``."""
+    import pandas as pd
+
+    tables = []
+    for csv in sorted(Path(results_dir).glob("*/table.csv")):
+        frame = pd.read_csv(csv)
+        frame.insert(0, "experiment", csv.parent.name)
+        tables.append(frame)
+    if not tables:
+        raise FileNotFoundError(f"no results tables under {results_dir}; run the notebooks first")
+    summary = pd.concat(tables, ignore_index=True)
+    io.write_text(Path(results_dir) / "summary.csv", summary.to_csv(index=False))
+    meta = provenance(profile=profile)
+    lines = [f"<!-- generated by `python -m mixlab reproduce`; commit={meta['commit']} device={meta['device']}"
+             f" date={meta['date']} -->",
+             "| experiment | run | ACC | NMI | ARI | seeds | s/run |", "|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" for m in ("acc", "nmi", "ari")]
+        lines.append(f"| {r['experiment']} | {r.iloc[1]} | " + " | ".join(cells)
+                     + f" | {int(r['seeds'])} | {r['wall_time_s']} |")
+    if timings:
+        lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
+        lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} |" for t in timings]
+    io.write_text(Path(results_dir) / "summary.md", "\n".join(lines) + "\n")
+    return Path(results_dir) / "summary.md"

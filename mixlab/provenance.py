@@ -1,0 +1,46 @@
+"""Where a result came from: commit, versions, device, time. Written beside every result."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """Short commit hash of the working tree, with '+dirty' if it has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("MIXLAB_COMMIT", "unknown")
+    return (sha or os.environ.get("MIXLAB_COMMIT", "unknown")) + ("+dirty" if dirty and sha else "")
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def provenance(device=None, **extra) -> dict:
+    """A dict describing the code, libraries and machine that produced a result."""
+    import numpy
+    return {
+        "commit": git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "host_cpus": os.cpu_count(),
+        **extra,
+    }

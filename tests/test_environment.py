@@ -1,0 +1,29 @@
+"""The pins in requirements.txt and environment.yml agree, and the two commands exist."""
+import re
+
+import yaml
+
+
+def _pins(lines):
+    return sorted(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_environment_yml_matches_requirements(repo):
+    req = _pins((repo / "requirements.txt").read_text().splitlines())
+    env = yaml.safe_load((repo / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip) == req
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_every_requirement_is_pinned_exactly(repo):
+    for line in _pins((repo / "requirements.txt").read_text().splitlines()):
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", line), line
+    req = (repo / "requirements.txt").read_text()
+    assert "torch==2.14.1" in req and "torchvision==0.29.1" in req
+
+
+def test_makefile_targets(repo):
+    text = (repo / "Makefile").read_text()
+    for target in ("test:", "reproduce:", "lab:", "clean:"):
+        assert f"\n{target}" in text
