@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", default="cpu", choices=PROFILES, help="parameter set (default: cpu)")
     r.add_argument("--only", action="append", metavar="NOTEBOOK", help="run just this notebook; repeatable")
     r.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
+    r.add_argument("--runner", choices=("papermill", "script"),
+                   help="papermill (default when installed) or script (runs the paired .py files)")
     sub.add_parser("list", help="list methods, datasets and profiles")
     return p
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             from mixlab import pipeline
             start = time.perf_counter()
             try:
-                pipeline.reproduce(args.profile, only=args.only, force=args.force)
+                pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner)
             except pipeline.NotebookFailed as exc:
                 print(f"mixlab: error: {exc}; notebooks before it kept their results", file=sys.stderr)
                 return 1

@@ -44,12 +44,17 @@ def _unit(c: np.ndarray) -> np.ndarray:
     return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-300)
 
 
+def _equidistant(mean: float, se: float) -> bool:
+    """All distances equal up to float32 rounding (e.g. MMD centers): nothing to standardise."""
+    return se <= 1e-6 * max(mean, 1e-12)
+
+
 def pairwise_zscores(centroids):
     """Standardised pairwise distances of Eq. 11 over all pairs i < j (dense, O(K^2)).
 
     Returns ``(i, j, z, dist)`` numpy arrays (pair indices, (Z_ij - E Z)/SE Z, Z_ij), with
     Z_ij = ||mu_i - mu_j|| on the normalised centroids. ``z`` is all zeros when every pair
-    is equidistant (SE = 0). Handy to draw the distribution and pick ``zeta``.
+    is equidistant (SE <= 1e-6 E, i.e. equal up to float32 rounding). Handy to draw the distribution and pick ``zeta``.
     """
     mu = _unit(_np64(centroids))
     K = mu.shape[0]
@@ -58,7 +63,7 @@ def pairwise_zscores(centroids):
     if dist.size == 0:
         return i, j, dist.copy(), dist
     se = dist.std()
-    z = (dist - dist.mean()) / se if se > 1e-12 else np.zeros_like(dist)
+    z = (dist - dist.mean()) / se if not _equidistant(dist.mean(), se) else np.zeros_like(dist)
     return i, j, z, dist
 
 
@@ -72,7 +77,7 @@ def _candidates_sparse(mu: np.ndarray, zeta: float, knn: int, n_sample: int, see
     b = b + (b >= a)  # uniform over ordered pairs with a != b
     ds = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[a], mu[b]), 0.0, None))
     mean, se = ds.mean(), ds.std()
-    if se <= 1e-12:
+    if _equidistant(mean, se):
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     thr = mean + zeta * se  # z < zeta  <=>  dist < thr
     m = torch.from_numpy(mu)

@@ -185,11 +185,13 @@ def vmf_log_density(x, mu, kappa):
         mu = torch.as_tensor(mu, dtype=x.dtype, device=x.device)
         kappa = torch.as_tensor(kappa, dtype=x.dtype, device=x.device)
         d = x.shape[-1]
-        return vmf_log_normalizer(d, kappa) + kappa * (x @ mu.T)
+        dots = x @ mu.mT if mu.ndim == 2 else x @ mu
+        return vmf_log_normalizer(d, kappa) + kappa * dots
     x = np.asarray(x, dtype=np.float64)
     mu = np.asarray(mu, dtype=np.float64)
     kappa = np.asarray(kappa, dtype=np.float64)
-    return _log_normalizer_np(x.shape[-1], kappa) + kappa * (x @ mu.T)
+    dots = x @ mu.T if mu.ndim == 2 else x @ mu
+    return _log_normalizer_np(x.shape[-1], kappa) + kappa * dots
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,0 +1,229 @@
+"""TCC: "You Never Cluster Alone" (Shen et al., NeurIPS 2021), from its supplement.
+
+One categorical cluster variable per image, inferred by ``q(k|x)`` and reparametrized with one
+Gumbel-softmax sample ``c`` per image per step, links two tracks trained end to end:
+
+* instance level (supplement Eq. 1-2): maximize ``log p(i | x, c) - KL(q(k|x) || 1/K)``, a
+  contrastive instance likelihood whose query ``z = L2Normalize(sum_k c_k mu_k + alpha v(x))``
+  depends on the image and its sampled cluster; keys come from a momentum (EMA) teacher computing
+  the same query on another view, and negatives from a single-track FIFO queue of past keys;
+* cluster level (supplement Eq. 6): per view ``r_k = L2Normalize(sum_i c_i(k) h_i)`` (or CC's
+  ``r_k = c[:, k]`` with ``cluster_repr="cc"``), contrasted across the two views with the other
+  clusters as negatives.
+
+Prediction is ``argmax_k q(k|x)`` on clean images; ``embed`` is the normalized embedding ``h``.
+
+Only the supplement is available. Everything it does not fix is a field of :class:`TCC.Config`
+whose comment says "mixlab's choice" (see ``../shared/papers/tcc-notes.md``). The math lives in
+:mod:`mixlab.mixture.tcc`.
+
+Point data (``blobs2d``, backbone ``mlp``, augment ``none``): both views of a point would be
+identical, which makes the instance task trivial and the two cluster views equal; the method then
+adds Gaussian jitter of std ``point_jitter`` to each view (mixlab's choice; images are untouched).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mixlab.config import ConfigError, check_choice, check_positive
+from mixlab.methods.base import DataSpec, EpochContext, Method
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher
+from mixlab.mixture import mmd_centers
+from mixlab.mixture import tcc as M
+from mixlab.nets import ProjectionHead, build_backbone
+
+
+class _Net(nn.Module):
+    """Backbone -> projection -> ``h`` (normalized); ``v = L2Normalize(W h)`` (instance vector);
+    ``prototypes`` ``mu`` ``[K, d]`` (normalized on use). The teacher is an EMA copy of all of it."""
+
+    def __init__(self, cfg: "TCC.Config", spec: DataSpec):
+        super().__init__()
+        self.backbone = build_backbone(spec.backbone, spec.in_channels, max(spec.image_size, 1))
+        self.proj = ProjectionHead(self.backbone.out_dim, cfg.proj_hidden, cfg.embed_dim, n_layers=cfg.proj_layers)
+        self.inst = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        if cfg.prototype_init == "mmd":
+            seed = int(torch.randint(0, 2**31 - 1, ()))  # from torch's RNG, which the engine seeds
+            mu = mmd_centers(cfg.n_clusters, cfg.embed_dim, seed=seed)
+        else:
+            mu = F.normalize(torch.randn(cfg.n_clusters, cfg.embed_dim), dim=-1)
+        self.prototypes = nn.Parameter(mu.float())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.normalize(self.proj(self.backbone(x)).float(), dim=-1)
+        v = F.normalize(self.inst(h).float(), dim=-1)
+        return h, v
+
+
+class TCC(Method):
+    """TCC with a Gumbel-softmax cluster variable, instance ELBO and cluster-level contrast."""
+
+    @dataclass
+    class Config:
+        n_clusters: int = 10
+        embed_dim: int = 128            # d of h, v, mu (mixlab's choice; MiCE uses 128)
+        proj_hidden: int = 512          # projection MLP hidden width (mixlab's choice)
+        proj_layers: int = 2            # projection MLP depth (mixlab's choice)
+        prototype_init: str = "mmd"     # "mmd" | "random": init of the learnable prototypes mu (mixlab's choice)
+        assign_temperature: float = 0.1  # t in q(k|x) = softmax(<mu_k, h>/t) (mixlab's choice)
+        gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
+        gumbel_temperature: float = 0.5  # lambda of the Gumbel-softmax (mixlab's choice; notes suggest ~0.3)
+        hard: bool = False              # straight-through one-hot c in training (mixlab's choice: soft c;
+        #                                 the hard argmax is only the predicted label)
+        share_noise: bool = True        # one Gumbel eps per image per step, shared by both views and the
+        #                                 teacher (supplement §A: "a single Gumbel random variable for each
+        #                                 image"); False: an independent eps per view (mixlab's choice)
+        alpha: float = 1.0              # z = L2N(sum_k c_k mu_k + alpha v): image vs. cluster in the query
+        #                                 (mixlab's choice; alpha=0 is the x-independent CC/VIB case, Eq. 5)
+        instance_temperature: float = 0.2  # tau of the instance likelihood (mixlab's choice; MiCE uses 1.0
+        #                                 for 1000+ epochs, short runs need a sharper one)
+        queue_size: int = 4096          # single-track queue of past keys (mixlab's choice)
+        momentum: float = 0.99          # EMA of the key encoder (mixlab's choice; MoCo/MiCE 0.999 for long runs)
+        symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
+        kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
+        instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
+        cluster_weight: float = 1.0     # weight of the cluster loss (0: TCC without the cluster level)
+        cluster_repr: str = "tcc"       # "tcc": r_k = L2N(sum_i c_i(k) h_i) | "cc": r_k = c[:, k] (Eq. 6)
+        cluster_temperature: float = 0.5  # tau_c of the cluster NT-Xent (mixlab's choice; CC uses 1.0)
+        cluster_target: str = "online"  # view-2 r_k from the "online" network (symmetric, gradient both
+        #                                 views) or the EMA "momentum" teacher (mixlab's choice)
+        entropy_weight: float = 0.0     # optional -w * H(mean_i q(k|x_i)) anti-collapse term (off: not TCC)
+        point_jitter: float = 0.5       # std of the Gaussian jitter per view for point data (mixlab's choice)
+
+        def validate(self) -> None:
+            if self.n_clusters < 2:
+                raise ConfigError(f"method.n_clusters={self.n_clusters} must be >= 2")
+            for name in ("embed_dim", "proj_hidden", "proj_layers", "assign_temperature", "gumbel_temperature",
+                         "instance_temperature", "queue_size", "cluster_temperature"):
+                check_positive(f"method.{name}", getattr(self, name))
+            for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
+                         "point_jitter"):
+                check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
+            if not 0 <= self.momentum < 1:
+                raise ConfigError(f"method.momentum={self.momentum} must be in [0, 1)")
+            check_choice("method.prototype_init", self.prototype_init, ("mmd", "random"))
+            check_choice("method.cluster_repr", self.cluster_repr, ("tcc", "cc"))
+            check_choice("method.cluster_target", self.cluster_target, ("online", "momentum"))
+            if self.prototype_init == "mmd" and self.n_clusters > self.embed_dim + 1:
+                raise ConfigError(f"method.embed_dim={self.embed_dim} is too small for prototype_init='mmd' with"
+                                  f" n_clusters={self.n_clusters}; use embed_dim >= {self.n_clusters - 1}")
+            if self.instance_weight == 0 and self.cluster_weight == 0:
+                raise ConfigError("method.instance_weight and method.cluster_weight are both 0; nothing to train")
+
+    PROFILES = {
+        "smoke": {"train": {"lr": 0.05}, "method": {"queue_size": 512, "proj_hidden": 128, "embed_dim": 32}},
+        "cpu": {"train": {"subset": 4000, "epochs": 8, "batch_size": 200, "eval_every": 0,
+                          "lr": 0.05, "num_threads": 2},
+                "method": {"queue_size": 2048, "proj_hidden": 256, "embed_dim": 64}},
+        "gpu": {"train": {"epochs": 100, "batch_size": 512, "lr": 0.1, "warmup_epochs": 5, "eval_every": 5},
+                "method": {"queue_size": 16384, "momentum": 0.996}},
+        # paper: ResNet-34 with a CIFAR stem and MiCE's settings (supplement §C follows MiCE); the main
+        # paper's own hyper-parameters are not in the supplement.
+        "paper": {"train": {"dataset": "cifar10", "epochs": 1000, "batch_size": 256, "lr": 1.0,
+                            "weight_decay": 5e-4, "momentum": 0.9},
+                  "method": {"instance_temperature": 1.0, "momentum": 0.999, "queue_size": 12800}},
+    }
+
+    n_views = 2
+
+    def __init__(self, cfg: "TCC.Config", spec: DataSpec):
+        super().__init__(cfg, spec)
+        self.student = _Net(cfg, spec)
+        self.teacher = make_teacher(self.student)
+        self.queue = Queue(cfg.queue_size, (cfg.embed_dim,))
+        self._counts: Tensor | None = None  # argmax-q counts of the epoch's training views (balance log)
+
+    # ---- one step ---------------------------------------------------------------------------
+    def _sample(self, log_q: Tensor, noise: Tensor | None) -> Tensor:
+        cfg = self.cfg
+        if not cfg.gumbel:
+            noise = None
+        elif noise is None or not cfg.share_noise:
+            noise = M.sample_gumbel(log_q.shape, device=log_q.device)
+        return M.gumbel_softmax(log_q, cfg.gumbel_temperature, noise=noise, hard=cfg.hard)
+
+    def _encode(self, net: _Net, x: Tensor, noise: Tensor | None):
+        h, v = net(x)
+        log_q = M.assignment_log_probs(h, net.prototypes, self.cfg.assign_temperature)
+        c = self._sample(log_q, noise)
+        z = M.instance_query(c, net.prototypes, v, self.cfg.alpha)
+        return h, log_q, c, z
+
+    def _views(self, views: list[Tensor]) -> list[Tensor]:
+        if views[0].dim() == 2 and self.cfg.point_jitter > 0:  # point data: identical views otherwise
+            return [v + self.cfg.point_jitter * torch.randn_like(v) for v in views]
+        return views
+
+    def training_step(self, views: list[Tensor], idx: Tensor, stage: str) -> dict:
+        cfg = self.cfg
+        x1, x2 = self._views(views)
+        B, K = x1.shape[0], cfg.n_clusters
+        noise = M.sample_gumbel((B, K), device=x1.device) if cfg.gumbel else None  # one eps per image
+        h1, log_q1, c1, z1 = self._encode(self.student, x1, noise)
+        h2, log_q2, c2, z2 = self._encode(self.student, x2, noise)
+        with torch.no_grad():
+            need_t1 = cfg.symmetric and cfg.instance_weight > 0
+            kh2, _, kc2, k2 = self._encode(self.teacher, x2, noise)
+            k1 = self._encode(self.teacher, x1, noise)[3] if need_t1 else None
+        negatives = self.queue()
+        # instance level: -ELBO of supplement Eq. (2), one Gumbel sample per image
+        ll = M.instance_log_likelihood(z1, k2, negatives, cfg.instance_temperature)
+        kl = M.kl_to_uniform(log_q1)
+        if need_t1:
+            ll = 0.5 * (ll + M.instance_log_likelihood(z2, k1, negatives, cfg.instance_temperature))
+            kl = 0.5 * (kl + M.kl_to_uniform(log_q2))
+        loss_inst = -(ll - cfg.kl_weight * kl).mean()
+        # cluster level: supplement Eq. (6), view 1 against view 2
+        if cfg.cluster_target == "online":
+            pi2, f2 = c2, h2
+        else:
+            pi2, f2 = kc2, kh2
+        r1 = M.cluster_representations(c1, h1, cfg.cluster_repr)
+        r2 = M.cluster_representations(pi2, f2, cfg.cluster_repr)
+        loss_clu = M.cluster_contrastive_loss(r1, r2, cfg.cluster_temperature)
+        ent = M.marginal_entropy(torch.cat([log_q1, log_q2]))
+        loss = cfg.instance_weight * loss_inst + cfg.cluster_weight * loss_clu - cfg.entropy_weight * ent
+        self._pending_keys = torch.cat([k2, k1]) if k1 is not None else k2
+        with torch.no_grad():
+            counts = torch.bincount(log_q1.argmax(1), minlength=K).float()
+            self._counts = counts if self._counts is None else self._counts + counts
+        return {"loss": loss, "inst_loglik": ll.mean().detach(), "kl": kl.mean().detach(),
+                "loss_instance": loss_inst.detach(), "loss_cluster": loss_clu.detach(),
+                "marginal_entropy": ent.detach()}
+
+    def after_step(self) -> None:
+        ema_update_(self.teacher, self.student, self.cfg.momentum)
+        keys = getattr(self, "_pending_keys", None)
+        if keys is not None:
+            self.queue.push(keys)
+            self._pending_keys = None
+
+    def start_epoch(self, epoch: int) -> None:
+        self._counts = None
+
+    def end_epoch(self, ctx: EpochContext) -> dict:
+        """Balance of the cluster sizes over the epoch's training views (argmax q, no extra pass):
+        entropy of the size distribution (log K = perfectly balanced, 0 = one cluster) and the
+        largest cluster's fraction."""
+        if self._counts is None:
+            return {}
+        counts = ctx.all_reduce(self._counts)
+        p = counts / counts.sum().clamp_min(1)
+        ent = -(p * torch.log(p.clamp_min(1e-12))).sum()
+        return {"size_entropy": float(ent), "size_entropy_max": math.log(self.cfg.n_clusters),
+                "size_max_frac": float(p.max())}
+
+    # ---- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        h, _ = self.student(x)
+        return M.assignment_log_probs(h, self.student.prototypes, self.cfg.assign_temperature).exp()
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        return self.student(x)[0]

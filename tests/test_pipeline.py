@@ -1,0 +1,73 @@
+"""make reproduce: skip unchanged notebooks, stop on a failure naming it, keep earlier results."""
+import json
+
+import pytest
+
+from mixlab import pipeline
+from mixlab.config import ConfigError
+
+NOTEBOOK = '''# %% tags=["parameters"]
+profile = "smoke"
+results_dir = "results"
+figures_dir = "figures"
+runs_dir = "runs"
+fail = False
+
+# %%
+import json, pathlib
+assert not fail, "asked to fail"
+out = pathlib.Path(results_dir) / "{name}"
+out.mkdir(parents=True, exist_ok=True)
+(out / "table.csv").write_text("name,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,seeds,wall_time_s\\nx,0.5,0.0,0.4,0.0,0.3,0.0,1,1.0\\n")
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "notebooks" / "params" / "smoke").mkdir(parents=True)
+    (tmp_path / "mixlab").mkdir()
+    names = ["first", "second", "third"]
+    (tmp_path / "notebooks" / "manifest.yaml").write_text("notebooks: [first, second, third]\n")
+    for name in names:
+        (tmp_path / "notebooks" / f"{name}.py").write_text(NOTEBOOK.replace("{name}", name))
+        (tmp_path / "notebooks" / "params" / "smoke" / f"{name}.yaml").write_text("fail: false\n")
+    return tmp_path
+
+
+def test_script_runner_runs_skips_and_summarizes(project):
+    first = pipeline.reproduce("smoke", runner="script", root=project)
+    assert [r["status"] for r in first] == ["ran"] * 3
+    summary = project / "runs" / "smoke" / "results" / "summary.md"
+    assert "| first | x | 50.0 ± 0.0" in summary.read_text()
+    again = pipeline.reproduce("smoke", runner="script", root=project)
+    assert [r["status"] for r in again] == ["skipped"] * 3
+    (project / "notebooks" / "params" / "smoke" / "second.yaml").write_text("fail: false\nextra: 1\n")
+    third = pipeline.reproduce("smoke", runner="script", root=project)
+    assert [r["status"] for r in third] == ["skipped", "ran", "skipped"]
+
+
+def test_failure_names_notebook_and_keeps_earlier_results(project):
+    (project / "notebooks" / "params" / "smoke" / "second.yaml").write_text("fail: true\n")
+    with pytest.raises(pipeline.NotebookFailed, match=r"notebook second failed .*second\.log"):
+        pipeline.reproduce("smoke", runner="script", root=project)
+    assert (project / "runs" / "smoke" / "results" / "first" / "table.csv").is_file()
+    assert json.loads((project / "runs" / "smoke" / ".pipeline" / "first.json").read_text())["status"] == "ran"
+    assert not (project / "runs" / "smoke" / "results" / "third").exists()
+
+
+def test_papermill_failure_names_notebook(project):
+    import jupytext
+    for name in ("first", "second", "third"):
+        nb = jupytext.read(project / "notebooks" / f"{name}.py")
+        jupytext.write(nb, project / "notebooks" / f"{name}.ipynb")
+    (project / "notebooks" / "params" / "smoke" / "first.yaml").write_text("fail: true\n")
+    with pytest.raises(pipeline.NotebookFailed, match=r"notebook first failed .*first\.ipynb"):
+        pipeline.reproduce("smoke", runner="papermill", root=project, only=["first"])
+
+
+def test_bad_inputs(project):
+    with pytest.raises(ConfigError, match="not in notebooks/manifest.yaml"):
+        pipeline.reproduce("smoke", only=["nope"], root=project)
+    (project / "notebooks" / "params" / "smoke" / "first.yaml").write_text("a: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        pipeline.reproduce("smoke", runner="script", root=project)
