@@ -120,8 +120,8 @@ class Trainer:
         self.optimizers = setup.method.configure_optimizers(t)
         factor = lr_multiplier(t, self.steps_per_epoch)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
-        self.gen_perm = torch.Generator().manual_seed(t.seed * 7919 + 1)
-        self.gen_aug = torch.Generator().manual_seed(t.seed * 7919 + 2 + dist.rank())
+        self.gen_perm = torch.Generator()
+        self.gen_aug = torch.Generator()
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict] = []
@@ -142,8 +142,17 @@ class Trainer:
         b = self.train_cfg.batch_size
         return [perm[i * b:(i + 1) * b] for i in range(self.steps_per_epoch)]
 
+    def seed_epoch(self) -> None:
+        """Seed every random stream from (seed, epoch, rank): the permutation is shared by all
+        processes, augmentation and the methods' own noise differ per process."""
+        seed, epoch = self.train_cfg.seed, self.epoch + 1
+        self.gen_perm.manual_seed(seed * 1_000_003 + epoch)
+        self.gen_aug.manual_seed((seed * 1_000_003 + epoch) * 1009 + dist.rank() + 1)
+        seed_everything((seed * 1_000_003 + epoch) * 1013 + dist.rank())
+
     def train_epoch(self) -> dict:
         method, s = self.s.method, self.s
+        self.seed_epoch()
         method.train()
         method.start_epoch(self.epoch + 1)
         sums: dict[str, torch.Tensor] = {}
@@ -269,17 +278,15 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
-        np_state = np.random.get_state()
-        rng = {"torch": torch.get_rng_state(), "perm": self.gen_perm.get_state(), "aug": self.gen_aug.get_state(),
-               "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-               "python": _to_lists(random.getstate())}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        """Everything needed to continue: weights and buffers (queues, prototypes), optimizers,
+        schedules, progress. Random streams need no saving: they are re-seeded from
+        (seed, epoch, rank) at the start of every epoch, so resuming at an epoch boundary replays
+        exactly what an uninterrupted run does, on any number of processes."""
         return {"epoch": self.epoch, "global_step": self.global_step, "wall": self.wall,
                 "config": self.s.cfg.to_dict(), "history": self.history,
                 "method": self.s.method.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}, "rng": rng}
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
 
     def save_checkpoint(self) -> None:
         io.torch_save(self.out / "checkpoint.pt", self.state())
@@ -298,15 +305,6 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        self.gen_perm.set_state(rng["perm"].cpu())
-        self.gen_aug.set_state(rng["aug"].cpu())
-        kind, keys, pos, has_gauss, cached = rng["numpy"]
-        np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
-        random.setstate(_to_tuples(rng["python"]))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([r.cpu() for r in rng["cuda"]])
         self.epoch, self.global_step, self.wall = state["epoch"], state["global_step"], state["wall"]
         self.history = state["history"]
 
@@ -318,14 +316,6 @@ def _json_line(row: dict) -> str:
 def _summary_line(row: dict) -> str:
     keys = [k for k in ("loss", "acc", "nmi", "ari") if k in row]
     return f"epoch {row['epoch']}: " + "  ".join(f"{k}={row[k]:.4f}" for k in keys)
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,

@@ -38,8 +38,10 @@ def test_nmm_table2_parameter_counts():
 
 
 def test_mlp_on_points():
-    net = build_backbone("mlp", 2, 1)
-    assert net(torch.randn(5, 2)).shape == (5, 32) and net.out_dim == 32
+    for size in (0, 1):  # image_size 0 or 1 both mean point features
+        net = build_backbone("mlp", 2, size)
+        assert net(torch.randn(5, 2)).shape == (5, 32) and net.out_dim == 32
+    assert build_backbone("mlp", 1, 28)(torch.randn(5, 1, 28, 28)).shape == (5, 32)
 
 
 def test_unknown_backbone_lists_names():

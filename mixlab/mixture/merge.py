@@ -132,7 +132,7 @@ def merge_clusters(
         cluster index, contiguous in 0..K'-1 and ordered by each group's smallest old
         index (untouched clusters keep their relative order). Same kind (numpy/torch,
         dtype, device) as ``centroids``. New sizes: ``np.bincount(old_to_new, weights=sizes)``.
-        K < 3, or all pairs equidistant (SE = 0), merges nothing.
+        K < 3, or all pairs equidistant (SE ~ 0, e.g. MMD centers), merges nothing.
     """
     if mode not in ("pairs", "components"):
         raise ValueError(f"mode={mode!r} must be 'pairs' or 'components'")
@@ -152,7 +152,7 @@ def merge_clusters(
         dist = np.empty(0)
     elif K <= max_dense:
         i, j, z, dist = pairwise_zscores(mu)
-        keep = z < zeta
+        keep = (z < zeta) & (not _equidistant(dist.mean(), dist.std()))
         i, j, dist = i[keep], j[keep], dist[keep]
     else:
         i, j, dist = _candidates_sparse(mu, float(zeta), int(knn), int(n_sample_pairs), int(seed))

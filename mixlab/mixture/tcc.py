@@ -39,7 +39,8 @@ def sample_gumbel(shape, *, generator: torch.Generator | None = None, device=Non
                   dtype=torch.float32, eps: float = 1e-10) -> Tensor:
     """Standard Gumbel noise ``-log(-log U)``, ``U ~ Uniform(0, 1)``, from torch's RNG."""
     u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    return -torch.log(-torch.log(u.clamp_min(eps)).clamp_min(eps))
+    neg_log_u = (-torch.log(u.clamp_min(eps))).clamp_min(eps)
+    return -torch.log(neg_log_u)
 
 
 def gumbel_softmax(log_q: Tensor, temperature: float, *, noise: Tensor | None = None,

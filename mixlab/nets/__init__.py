@@ -16,13 +16,13 @@ BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
     "resnet34-imagenet": lambda c, s: build_resnet("resnet34", c, cifar_stem=False),
     **{name: (lambda c, s, plan=plan: NMMNet(plan, c, s)) for name, plan in NMM_PLANS.items()},
     "small-cnn": lambda c, s: SmallCNN(c),
-    "mlp": lambda c, s: MLP(c * s * s),
+    "mlp": lambda c, s: MLP(c * max(s, 1) ** 2),
 }
 
 
 def build_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
     """Backbone ``name`` for ``in_channels``-channel ``image_size`` px input (for "mlp" on points
-    ``[B, D]``: ``in_channels=D, image_size=1``)."""
+    ``[B, D]``: ``in_channels=D`` and ``image_size`` 0 or 1)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     return BACKBONES[name](in_channels, image_size)

@@ -68,8 +68,7 @@ class SmallCNN(nn.Module):
 
 class MLP(nn.Module):
     """NMM §8.1 perceptron body: two 32-unit ReLU hidden layers (``out_dim`` 32). Flattens its
-    input, which has ``in_channels * image_size**2`` features: 2-D points are ``in_channels=2,
-    image_size=1``."""
+    input of ``in_features`` values (``in_channels * image_size**2`` for images, D for points)."""
 
     def __init__(self, in_features: int, hidden: tuple[int, ...] = (32, 32)):
         super().__init__()

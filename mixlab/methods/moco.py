@@ -1,0 +1,152 @@
+"""MoCo + spherical k-means: the two-stage baseline that MiCE generalizes (MiCE §3, §5.3, App. C).
+
+Stage 1, MoCo (He et al., 2020): a student f_θ (backbone + one output layer) and an EMA teacher
+f_θ' (θ' <- m θ' + (1 - m) θ) embed two augmented views; the loss is the InfoNCE of MiCE Eq. (2)
+with a FIFO queue q ∈ R^{ν×d} of past teacher embeddings (:func:`mixlab.mixture.mice.info_nce`).
+MiCE reduces to exactly this loss under Assumptions A3-A5 (Theorems 2-3; ``tests/test_mice.py``).
+
+Stage 2, spherical k-means (Dhillon & Modha, 2001) with K clusters on the L2-normalized teacher
+embeddings of the clean images (faiss, :func:`mixlab.mixture.spherical_kmeans`), run in
+``end_epoch`` so every evaluated epoch has clusters; the centroids are a checkpointed buffer.
+``predict`` assigns each image to the centroid of largest cosine: one-hot by default, or
+``softmax(cos / soft_temperature)`` when ``soft_temperature > 0``.
+
+Fairness with MiCE (App. D: "MoCo ... follows the same hyper-parameter settings as MiCE"): same
+backbone, augmentation, optimizer, schedule, τ, ν, m and embedding size; the output layer is one
+linear map like one of MiCE's expert layers (``head_layers=1``; 2 gives MoCo v2's MLP head).
+
+mixlab's choices (the paper is silent): k-means runs on the teacher (key) embeddings, as App. C
+analyses v; it is seeded by ``kmeans_seed + epoch``; before the first ``end_epoch`` (no centroids
+yet) ``predict`` clusters the batch it is given. Teacher BatchNorm statistics come from its own
+forward passes; there is no shuffle-BN (one process), as in MiCE's single-GPU setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixlab.config import ConfigError, check_positive
+from mixlab.methods.base import DataSpec, EpochContext, Method
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher
+from mixlab.mixture.kmeans import spherical_kmeans
+from mixlab.mixture.mice import info_nce
+from mixlab.nets import ProjectionHead, build_backbone
+
+
+@dataclass
+class MoCoConfig:
+    """MoCo's settings; defaults follow MiCE's (App. D), under which the paper ran its baseline."""
+
+    n_clusters: int = 10               # K for spherical k-means
+    embed_dim: int = 128               # output dimension (App. D: 128)
+    tau: float = 1.0                   # InfoNCE temperature (MiCE's τ = 1.0, shared by its baseline)
+    queue_size: int = 16384            # ν, must be <= N
+    teacher_momentum: float = 0.999    # m
+    head_layers: int = 1               # 1 = linear output layer (as MiCE); 2 = MoCo v2 MLP head
+    kmeans_iters: int = 50             # Lloyd iterations of spherical k-means
+    kmeans_redo: int = 1               # k-means restarts (best objective kept)
+    kmeans_seed: int = 0               # seed = kmeans_seed + epoch
+    soft_temperature: float = 0.0      # 0: one-hot predictions; > 0: softmax(cos / T)
+
+    def validate(self) -> None:
+        for name in ("n_clusters", "embed_dim", "tau", "queue_size", "head_layers", "kmeans_redo"):
+            check_positive(f"method.{name}", getattr(self, name))
+        check_positive("method.kmeans_iters", self.kmeans_iters, allow_zero=True)
+        check_positive("method.soft_temperature", self.soft_temperature, allow_zero=True)
+        if not 0.0 <= self.teacher_momentum < 1.0:
+            raise ConfigError(f"method.teacher_momentum={self.teacher_momentum!r} must be in [0, 1)")
+
+
+class MoCo(Method):
+    """MoCo with a queue and an EMA teacher, then spherical k-means; see the module docstring."""
+
+    Config = MoCoConfig
+    n_views = 2
+    # same budgets and shared hyper-parameters as MiCE's profiles
+    PROFILES = {
+        "smoke": {"train": {"lr": 0.1},
+                  "method": {"embed_dim": 16, "queue_size": 256, "tau": 0.5, "teacher_momentum": 0.9}},
+        "cpu": {"train": {"lr": 0.1, "epochs": 15},
+                "method": {"embed_dim": 32, "queue_size": 4096, "tau": 0.5, "teacher_momentum": 0.99}},
+        "gpu": {"train": {"lr": 0.5, "epochs": 60, "augment": "moco-gray"},
+                "method": {"embed_dim": 64, "queue_size": 16384, "tau": 0.5, "teacher_momentum": 0.99}},
+        "paper": {"train": {"dataset": "cifar10", "backbone": "resnet34", "augment": "moco",
+                            "batch_size": 256, "optimizer": "sgd", "lr": 1.0, "momentum": 0.9,
+                            "weight_decay": 1e-4, "epochs": 1000, "schedule": "step",
+                            "milestones": [480, 640, 800], "gamma": 0.1, "warmup_epochs": 0},
+                  "method": {"n_clusters": 10, "embed_dim": 128, "tau": 1.0, "queue_size": 16384,
+                             "teacher_momentum": 0.999}},
+    }
+
+    def __init__(self, cfg: MoCoConfig, spec: DataSpec):
+        super().__init__(cfg, spec)
+        if cfg.queue_size > spec.n_samples:
+            raise ConfigError(f"method.queue_size={cfg.queue_size} exceeds the {spec.n_samples} training"
+                              " samples; the queue must hold at most N embeddings (lower queue_size)")
+        backbone = build_backbone(spec.backbone, spec.in_channels, spec.image_size)
+        head = ProjectionHead(backbone.out_dim, backbone.out_dim, cfg.embed_dim, n_layers=cfg.head_layers)
+        self.student = nn.Sequential(backbone, head)
+        self.teacher = make_teacher(self.student)
+        self.queue = Queue(cfg.queue_size, (cfg.embed_dim,))
+        self.register_buffer("centroids", torch.zeros(cfg.n_clusters, cfg.embed_dim))
+        self.register_buffer("has_centroids", torch.zeros((), dtype=torch.bool))
+        self._keys: torch.Tensor | None = None
+
+    def training_step(self, views, idx, stage) -> dict:
+        x_q, x_k = views
+        f = self.student(x_q)
+        with torch.no_grad():
+            v = F.normalize(self.teacher(x_k).float(), dim=-1)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            log_p = info_nce(f.float(), v, self.queue.data.float(), self.cfg.tau)  # Eq. (2)
+        self._keys = v
+        return {"loss": -log_p.mean()}
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        ema_update_(self.teacher, self.student, self.cfg.teacher_momentum)
+        if self._keys is not None:
+            self.queue.push(self._keys)
+            self._keys = None
+
+    @torch.no_grad()
+    def end_epoch(self, ctx: EpochContext) -> dict:
+        """Stage 2: spherical k-means on the clean teacher embeddings of the whole dataset."""
+        was_training = self.training
+        self.eval()
+        emb = ctx.map_dataset(self.embed)
+        self.train(was_training)
+        centroids, labels = spherical_kmeans(emb.cpu(), self.cfg.n_clusters, iters=self.cfg.kmeans_iters,
+                                             seed=self.cfg.kmeans_seed + ctx.epoch, nredo=self.cfg.kmeans_redo)
+        self.centroids.copy_(centroids.to(self.centroids))
+        self.has_centroids.fill_(True)
+        sims = (emb.cpu() @ centroids.T).max(1).values
+        return {"kmeans_obj": float(sims.mean())}
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized teacher embedding v (what spherical k-means clusters)."""
+        return F.normalize(self.teacher(x).float(), dim=-1)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior from the nearest centroid: one-hot, or softmax(cos / T) if soft_temperature > 0."""
+        v = self.embed(x)
+        if bool(self.has_centroids):
+            c = self.centroids.float()
+        else:
+            c, _ = spherical_kmeans(v.cpu(), min(self.cfg.n_clusters, len(v)), iters=self.cfg.kmeans_iters,
+                                    seed=self.cfg.kmeans_seed)
+            c = c.to(v.device)
+            if len(c) < self.cfg.n_clusters:  # fewer points than clusters: pad with unused centroids
+                c = torch.cat([c, -torch.ones(self.cfg.n_clusters - len(c), c.shape[1], device=v.device)])
+        sims = v @ F.normalize(c, dim=-1).T
+        if self.cfg.soft_temperature > 0:
+            return torch.softmax(sims / self.cfg.soft_temperature, dim=-1)
+        return F.one_hot(sims.argmax(-1), self.cfg.n_clusters).float()
+
+
+__all__ = ["MoCo", "MoCoConfig"]

@@ -1,0 +1,443 @@
+"""SiamMM: a von Mises-Fisher mixture on a Siamese network (Wang, Huang & Liang 2024).
+
+Paper: ``../shared/papers/siammm.md``; equation numbers below refer to it. No public code exists,
+so every choice the paper leaves open is a ``Config`` field, marked "mixlab's choice".
+
+Networks (§3.1, §5.1): encoder E = backbone + 3-layer projection MLP, prediction MLP g (2 layers),
+momentum encoder E_m = EMA of E (MoCo v3 / BYOL). Embeddings v = g(E(x)) (online) and
+v^m = E_m(x) (momentum) are L2-normalised; the mixture lives on the sphere (vMF, Eq. 3-4).
+
+Algorithm 1 (App. A), mapped onto the engine's hooks::
+
+    Initial: centroids {r_k}                       end of epoch 1: spherical k-means (faiss) with
+                                                   K = n_clusters on the momentum embeddings of
+                                                   the whole (clean) dataset, then E- and M-step
+    while not max epochs:
+      E-step: A(.) by clustering on the            end_epoch(e-1): k-means on this epoch's
+              centroids of the last iteration        embeddings warm-started from the previous
+                                                     centroids (``centroid_update="consistent"``,
+                                                     §4.3) or re-initialised (``"reinit"``); A(x) =
+                                                     the H nearest centroids (faiss), stored per
+                                                     dataset index in the ``assign`` buffer
+      M-step: mu_k (Eq. 5-6), kappa_k (Eq. 7 or     end_epoch(e-1): ``vmf_mle`` / ``pca_kappa``
+              Eq. 16 with PCA)                      on the members of each cluster
+      for x in X:                                   training_step(views, idx):
+        x1, x2 = aug(x), aug(x)                       (the engine's augmenter)
+        v1, v2 = g(E(x1)), g(E(x2))
+        v1m, v2m = E_m(x1), E_m(x2)
+        L(v1, v2, v1m, v2m | mu_A(x), kappa_A(x))      Eq. 13 = L^H (Eq. 9, weights Eq. 10) +
+                                                       L_inst (Eq. 12)
+        update(E, g); update(E_m)                     engine's optimizer step; after_step (EMA)
+      Merge: centroids by Eq. 11; update K          end_epoch(e): ``merge_clusters`` (ζ), then
+                                                    the E/M-steps of epoch e+1 right after
+
+Because the engine hands the method the whole dataset only at epoch ends, the "Initial"
+centroids are computed at the end of epoch 1 (after one epoch of L_inst alone: §4.5 notes that
+clustering "may fail to converge at the beginning"); the cluster loss is used from
+``cluster_start_epoch`` (>= 2) on. With ``inst_loss="none"`` (the "w/o L_inst" ablation, §6.1) the
+first epoch leaves the network untouched, so the first centroids are those of the randomly
+initialised network, as in Algorithm 1.
+
+K changes during training (merging); the centroid buffers change shape with it and
+:meth:`load_state_dict` resizes them before loading, so a resumed run continues with its K.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mixlab import distributed as dist
+from mixlab.config import ConfigError, check_choice, check_positive
+from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
+from mixlab.methods.momentum import ema_update_, make_teacher
+from mixlab.mixture.kmeans import assign_nearest, spherical_kmeans
+from mixlab.mixture.merge import merge_clusters
+from mixlab.mixture.siammm import (
+    INSTANCE_LOSSES,
+    cluster_loss,
+    log_assignment_weights,
+    nce1_loss,
+    nce2_loss,
+    symmetric_instance_loss,
+    vmf_mixture_log_posterior,
+)
+from mixlab.mixture.vmf import pca_kappa, vmf_log_normalizer, vmf_mle
+from mixlab.nets import ProjectionHead, build_backbone
+
+
+@dataclass
+class SiamMMConfig:
+    """SiamMM's own settings. Paper values (ImageNet, §5.1) are given where the paper has them."""
+
+    # -- mixture -------------------------------------------------------------------------------
+    n_clusters: int = 50              # *initial* K of Algorithm 1 (paper: 100k on ImageNet, 50k recommended
+                                      # in §6.4); the current K (after merging) is ``SiamMM.n_clusters``
+    n_nearest: int = 5                # H of Eq. 9: soft assignment over the H nearest centroids (paper: 5);
+                                      # H = 1 is hard assignment (Eq. 8)
+    tau: float = 0.02                 # temperature of the weights pi_k (Eq. 10; paper: 0.02)
+    alpha: str = "uniform"            # alpha_k of Eq. 10: "uniform" (paper: alpha = 1) or "size" (the
+                                      # cluster's fraction of the data: "a measure of the size of cluster")
+    pi_grad: bool = False             # mixlab's choice: pi (Eq. 10) is treated as fixed E-step weights
+                                      # (detached); True lets the gradient flow through pi as well
+    loss_normalizer: bool = False     # add log c_d(kappa_k) inside Eq. 9 (the exact vMF mixture NLL); the
+                                      # paper's Eq. 9 omits it (False)
+    kappa: str = "pca"                # "mle" (Eq. 7), "pca" (Eq. 16, App. C.1; the paper's setting) or
+                                      # "constant" (= kappa_const for every cluster: the §6.5 ablation)
+    pca_dim: int = 150                # d^PCA of Eq. 16 (paper: 150 of 256 dims), capped at proj_dim
+    kappa_const: float = 10.0         # kappa of every cluster when kappa="constant" (paper: unspecified)
+    kappa_max: float | None = None    # mixlab's choice: optional cap on kappa-hat (Eq. 7 diverges as
+                                      # ||r|| -> 1, e.g. for a single-point cluster); None = no cap
+    mstep: str = "hard"               # responsibilities p(k|v) in Eq. 5: "hard" (the k-means assignment,
+                                      # Algorithm 1's clustering E-step) or "soft" (pi over the H nearest,
+                                      # Eq. 10, on the clustered embeddings); mixlab's choice: hard
+    cluster_features: str = "momentum"  # embeddings clustered in the E-step: "momentum" (E_m(x), the PCL
+                                      # convention; mixlab's choice) or "online" (g(E(x)))
+    cluster_on: str = "prediction"    # which v enters Eq. 9: "prediction" g(E(x)) (as in Algorithm 1's
+                                      # L(v1, v2, v1m, v2m | mu, kappa)) or "projection" E(x)
+    # -- centroid update (§4.3), merging (§4.2) ---------------------------------------------------
+    centroid_update: str = "consistent"  # "consistent": initialise once, warm-start k-means from the
+                                      # previous epoch's centroids; "reinit": random k-means each epoch
+    kmeans_iters: int = 20            # Lloyd iterations per epoch (mixlab's choice; faiss default 25;
+                                      # 0 = assign to last epoch's centroids without re-clustering)
+    kmeans_restarts: int = 1          # k-means restarts (faiss nredo) for random initialisations (the
+                                      # initial one, and every epoch with "reinit"; PCL/§4.3: 5)
+    merge: bool = True                # merge clusters after every epoch (Eq. 11); False = fixed K
+    zeta: float = -1.2                # merging threshold of Eq. 11 (paper: -1.2 for K = 100k)
+    merge_mode: str = "pairs"         # see mixlab.mixture.merge: "pairs" (closest-first disjoint pairs,
+                                      # <= K/2 merges per epoch) or "components" (transitive)
+    min_clusters: int = 2             # mixlab's choice: no merging once K <= min_clusters, and a merge
+                                      # that would go below it is skipped
+    merge_start_epoch: int = 0        # first epoch after which merging happens; 0 = cluster_start_epoch
+    # -- losses (§4.5, §6.7) ----------------------------------------------------------------------
+    cluster_loss: str = "mle"         # "mle" = L^H (Eq. 9), "nce1" (Eq. 14), "nce2" (Eq. 15) -- the nce
+                                      # variants replace L^H and use H = 1 as in §6.7 -- or "none"
+    nce_negatives: int = 0            # |A_-| of Eq. 14: 0 = all other centroids, else that many sampled
+                                      # (paper: 16000 of 100k)
+    cluster_weight: float = 1.0       # weight of the cluster term; Eq. 13 = 1
+    inst_loss: str = "byol"           # D of Eq. 1: "byol" (2 - 2 cos, mixlab's default), "cosine" (SimSiam),
+                                      # "infonce" (MoCo v3 with in-batch negatives, Table 4 "w/ n"), "none"
+    inst_tau: float = 0.2             # temperature of inst_loss="infonce" (MoCo v3: 0.2)
+    cluster_start_epoch: int = 2      # first epoch trained with the cluster loss (>= 2, see module doc)
+    # -- networks (§5.1: 3-layer projection, 2-layer prediction, BN, 4096 hidden, 256 out) --------
+    proj_dim: int = 256
+    proj_hidden: int = 4096
+    proj_layers: int = 3
+    pred_hidden: int = 4096
+    pred_layers: int = 2
+    ema_momentum: float = 0.99        # momentum encoder (MoCo v3: 0.99 -> 1 by cosine; paper: unspecified)
+    ema_cosine: bool = True           # increase the momentum to 1 with a half-cosine over training
+    lars: bool = False                # LARS optimizer (paper: LARS, trust coefficient 0.001, MoCo v3's
+                                      # variant: no weight decay/adaptation for biases and BN)
+
+    def validate(self) -> None:
+        for name in ("n_clusters", "n_nearest", "tau", "pca_dim", "kappa_const", "proj_dim", "proj_hidden",
+                     "proj_layers", "pred_hidden", "pred_layers", "kmeans_restarts", "inst_tau", "min_clusters"):
+            check_positive(f"method.{name}", getattr(self, name))
+        for name in ("kmeans_iters", "nce_negatives", "cluster_weight", "merge_start_epoch"):
+            check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
+        check_positive("method.kappa_max", self.kappa_max)
+        check_choice("method.alpha", self.alpha, ("uniform", "size"))
+        check_choice("method.kappa", self.kappa, ("mle", "pca", "constant"))
+        check_choice("method.mstep", self.mstep, ("hard", "soft"))
+        check_choice("method.cluster_features", self.cluster_features, ("momentum", "online"))
+        check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
+        check_choice("method.centroid_update", self.centroid_update, ("consistent", "reinit"))
+        check_choice("method.merge_mode", self.merge_mode, ("pairs", "components"))
+        check_choice("method.cluster_loss", self.cluster_loss, ("mle", "nce1", "nce2", "none"))
+        check_choice("method.inst_loss", self.inst_loss, INSTANCE_LOSSES)
+        if self.cluster_start_epoch < 2:
+            raise ConfigError(f"method.cluster_start_epoch={self.cluster_start_epoch} must be >= 2: the first"
+                              " centroids are computed at the end of epoch 1")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"method.ema_momentum={self.ema_momentum} must be in [0, 1)")
+        if self.inst_loss == "none" and self.cluster_loss == "none":
+            raise ConfigError("method.inst_loss and method.cluster_loss are both 'none': nothing to train")
+
+
+class SiamMM(Method):
+    """SiamMM (see the module docstring for Algorithm 1 step by step)."""
+
+    Config = SiamMMConfig
+    n_views = 2
+    _DYNAMIC = ("mu", "kappa", "log_frac", "assign")  # buffers whose shape follows K
+
+    PROFILES = {
+        "smoke": {"train": {"augment": "moco-gray", "epochs": 3, "lr": 0.05},
+                  "method": {"n_clusters": 20, "zeta": -1.5, "proj_dim": 32, "proj_hidden": 64,
+                             "pred_hidden": 64, "pca_dim": 20, "kmeans_iters": 5}},
+        "cpu": {"train": {"augment": "moco-gray", "epochs": 15, "batch_size": 256, "lr": 0.05,
+                          "weight_decay": 1e-4, "warmup_epochs": 1},
+                "method": {"n_clusters": 50, "proj_dim": 128, "proj_hidden": 512, "pred_hidden": 512,
+                           "pca_dim": 75}},
+        "gpu": {"train": {"augment": "moco-gray", "epochs": 60, "batch_size": 512, "lr": 0.1,
+                          "weight_decay": 1e-4, "warmup_epochs": 2},
+                "method": {"n_clusters": 200, "proj_dim": 256, "proj_hidden": 2048, "pred_hidden": 2048,
+                           "pca_dim": 150}},
+        # §5.1: ImageNet-1k, ResNet-50, MoCo v3 augmentation, LARS, wd 1e-6, batch 4096,
+        # lr = 0.6 x 4096 / 256 (100 epochs), cosine; K0 = 100k, zeta = -1.2, H = 5, alpha = 1, tau = 0.02
+        "paper": {"train": {"epochs": 100, "batch_size": 4096, "lr": 9.6, "weight_decay": 1e-6,
+                            "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 10, "augment": "moco"},
+                  "method": {"n_clusters": 100_000, "zeta": -1.2, "n_nearest": 5, "tau": 0.02,
+                             "kappa": "pca", "pca_dim": 150, "proj_dim": 256, "proj_hidden": 4096,
+                             "pred_hidden": 4096, "lars": True}},
+    }
+
+    def __init__(self, cfg: SiamMMConfig, spec: DataSpec):
+        super().__init__(cfg, spec)
+        size = spec.image_size or 1  # point data: the "mlp" backbone takes in_channels * 1 * 1 features
+        backbone = build_backbone(spec.backbone, spec.in_channels, size)
+        projector = ProjectionHead(backbone.out_dim, cfg.proj_hidden, cfg.proj_dim, n_layers=cfg.proj_layers)
+        self.encoder = nn.Sequential(backbone, projector)                       # E
+        self.predictor = ProjectionHead(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim,
+                                        n_layers=cfg.pred_layers)              # g
+        self.encoder_m = make_teacher(self.encoder)                            # E_m (no gradients)
+        d, N, H = cfg.proj_dim, spec.n_samples, cfg.n_nearest
+        self.register_buffer("mu", torch.zeros(0, d))                # [K, d] mean directions (Eq. 6)
+        self.register_buffer("kappa", torch.zeros(0))                # [K] concentrations (Eq. 7 / 16)
+        self.register_buffer("log_frac", torch.zeros(0))             # [K] log cluster fractions (mixing weights)
+        self.register_buffer("assign", torch.zeros(N, 0, dtype=torch.long))  # [N, H] the H nearest, best first
+        self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("epoch_now", torch.zeros((), dtype=torch.long))
+        self._total_steps = 0  # set by configure_optimizers (cosine momentum schedule)
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    @property
+    def n_clusters(self) -> int:
+        """The current K (after merging); the configured initial K before the first clustering."""
+        return self.mu.shape[0] if self.initialized else self.cfg.n_clusters
+
+    @property
+    def initialized(self) -> bool:
+        return self.mu.shape[0] > 0
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Resize the K-dependent buffers to the checkpoint's shapes, then load (resume after merging)."""
+        for name in self._DYNAMIC:
+            if name in state_dict and state_dict[name].shape != self._buffers[name].shape:
+                old = self._buffers[name]
+                self._buffers[name] = torch.empty(state_dict[name].shape, dtype=old.dtype, device=old.device)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def configure_optimizers(self, train):
+        per_rank = self.spec.n_samples // dist.world_size()
+        steps = max(1, per_rank // train.batch_size)
+        if train.max_steps_per_epoch:
+            steps = min(steps, train.max_steps_per_epoch)
+        self._total_steps = steps * train.epochs
+        params = self.optimizer_groups()["main"]
+        if self.cfg.lars:
+            return {"main": LARS(params, lr=train.lr, weight_decay=train.weight_decay, momentum=train.momentum)}
+        return {"main": make_optimizer(train, params)}
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch_now.fill_(epoch)
+
+    # ---- training ---------------------------------------------------------------------------------
+    def _cluster_active(self) -> bool:
+        return (self.cfg.cluster_loss != "none" and self.initialized
+                and int(self.epoch_now) >= self.cfg.cluster_start_epoch)
+
+    def training_step(self, views, idx, stage):
+        cfg = self.cfg
+        active = self._cluster_active()
+        if cfg.inst_loss == "none" and not active:
+            # nothing to train before the first centroids: a zero loss that touches every parameter
+            zero = sum(p.sum() for p in self.optimizer_groups()["main"]) * 0.0
+            return {"loss": zero, "loss_inst": zero.detach(), "loss_cluster": zero.detach()}
+        x1, x2 = views
+        z1, z2 = self.encoder(x1), self.encoder(x2)          # E(x): projection outputs
+        v1, v2 = self.predictor(z1), self.predictor(z2)      # v = g(E(x))
+        with torch.no_grad():
+            v1m, v2m = self.encoder_m(x1), self.encoder_m(x2)  # v^m = E_m(x)
+        out = {}
+        loss = torch.zeros((), device=v1.device)
+        if cfg.inst_loss != "none":
+            l_inst = symmetric_instance_loss(v1, v2, v1m, v2m, cfg.inst_loss, cfg.inst_tau).mean()  # Eq. 12
+            loss = loss + l_inst
+            out["loss_inst"] = l_inst.detach()
+        if active:
+            a = self.assign[idx.to(self.assign.device)]      # [B, H] A(x) from this epoch's E-step
+            targets = (v1, v2) if cfg.cluster_on == "prediction" else (z1, z2)
+            l_clu = sum(self._cluster_term(v, a) for v in targets) / len(targets)  # mean over the 2 views
+            loss = loss + cfg.cluster_weight * l_clu         # Eq. 13
+            out["loss_cluster"] = l_clu.detach()
+        out["loss"] = loss
+        return out
+
+    def _cluster_term(self, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Mean cluster loss of one view: L^H (Eq. 9-10), L^nce1 (Eq. 14) or L^nce2 (Eq. 15)."""
+        cfg = self.cfg
+        if cfg.cluster_loss == "nce1":
+            neg = None
+            if cfg.nce_negatives and cfg.nce_negatives < self.n_clusters - 1:
+                neg = torch.randint(0, self.n_clusters, (v.shape[0], cfg.nce_negatives), device=v.device)
+            return nce1_loss(v, self.mu, self.kappa, a[:, 0], neg).mean()
+        if cfg.cluster_loss == "nce2":
+            return nce2_loss(v, self.mu, self.kappa, a[:, 0]).mean()
+        mu, kappa = self.mu[a], self.kappa[a]                # [B, H, d], [B, H]
+        log_alpha = self.log_frac[a] if cfg.alpha == "size" else torch.zeros_like(kappa)
+        vv = v if cfg.pi_grad else v.detach()
+        log_pi = log_assignment_weights(vv, mu, log_alpha, cfg.tau)  # Eq. 10
+        log_c = None
+        if cfg.loss_normalizer:
+            log_c = vmf_log_normalizer(self.mu.shape[1], self.kappa.double()).float()[a]
+        return cluster_loss(v, mu, kappa, log_pi, log_c).mean()  # Eq. 9
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Momentum update of E_m (Eq. 1's momentum encoder), m -> 1 by a half-cosine if ema_cosine."""
+        m = self.cfg.ema_momentum
+        if self.cfg.ema_cosine and self._total_steps:
+            t = min(int(self.ema_step), self._total_steps) / self._total_steps
+            m = 1.0 - (1.0 - m) * (math.cos(math.pi * t) + 1.0) / 2.0
+        ema_update_(self.encoder_m, self.encoder, m)
+        self.ema_step += 1
+
+    # ---- end of epoch: Merge (epoch e), then E- and M-step (for epoch e + 1) ----------------------
+    def _cluster_embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.cluster_features == "momentum":
+            return F.normalize(self.encoder_m(x).float(), dim=1)
+        return F.normalize(self.predictor(self.encoder(x)).float(), dim=1)
+
+    def _seed(self) -> int:
+        return int(torch.randint(0, 2**31 - 1, (1,)).item())  # torch RNG: restored on resume
+
+    def end_epoch(self, ctx: EpochContext) -> dict:
+        cfg = self.cfg
+        was_training = self.training
+        self.eval()
+        z = ctx.map_dataset(self._cluster_embed).cpu()       # [N, d] clean, normalised embeddings
+        self.train(was_training)
+        logs: dict = {}
+        merge_from = cfg.merge_start_epoch or cfg.cluster_start_epoch
+        if not self.initialized:                              # "Initial: cluster centroids"
+            K = min(cfg.n_clusters, len(z))
+            centroids, _ = spherical_kmeans(z, K, iters=max(cfg.kmeans_iters, 1), seed=self._seed(),
+                                            nredo=cfg.kmeans_restarts)
+        else:
+            centroids = self.mu.cpu()
+            logs["merged"] = 0
+            if cfg.merge and ctx.epoch >= merge_from and len(centroids) > cfg.min_clusters:  # Eq. 11
+                sizes = self.log_frac.cpu().double().exp()
+                merged, _ = merge_clusters(centroids, cfg.zeta, sizes=sizes, mode=cfg.merge_mode)
+                if len(merged) >= cfg.min_clusters:
+                    logs["merged"] = len(centroids) - len(merged)
+                    centroids = merged
+            centroids = self._cluster(z, centroids)           # E-step clustering (§4.3)
+        self._estep_mstep(z, centroids)
+        logs.update(self._stats())
+        ctx.log(f"SiamMM: K={logs['K']} kappa mean {logs['kappa_mean']:.1f}"
+                f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}]")
+        return logs
+
+    def _cluster(self, z: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """k-means on this epoch's embeddings: warm-started from ``previous`` (consistent, §4.3) or
+        randomly re-initialised with the same K; ``kmeans_iters=0`` keeps ``previous`` as is."""
+        cfg, K = self.cfg, len(previous)
+        if cfg.centroid_update == "reinit":
+            return spherical_kmeans(z, K, iters=max(cfg.kmeans_iters, 1), seed=self._seed(),
+                                    nredo=cfg.kmeans_restarts)[0]
+        if cfg.kmeans_iters == 0:
+            return F.normalize(previous.float(), dim=1)
+        return spherical_kmeans(z, K, iters=cfg.kmeans_iters, seed=self._seed(), init=previous)[0]
+
+    def _estep_mstep(self, z: torch.Tensor, centroids: torch.Tensor) -> None:
+        """E-step: A(x) = the H nearest centroids (faiss); M-step: mu (Eq. 5-6), kappa (Eq. 7 / 16)."""
+        cfg = self.cfg
+        centroids = F.normalize(torch.as_tensor(centroids).float(), dim=1)
+        _, nearest = assign_nearest(z, centroids, 1)
+        counts = torch.bincount(nearest[:, 0], minlength=len(centroids))
+        centroids = centroids[counts > 0]   # a component without members has no MLE (Eq. 5): dropped
+        K = len(centroids)
+        H = min(cfg.n_nearest, K)
+        sims, idx = assign_nearest(z, centroids, H)           # [N, H], best first
+        labels = idx[:, 0]
+        if cfg.mstep == "soft":                               # p(k|v) = pi_k(v) over the H nearest (Eq. 10)
+            log_alpha = torch.zeros_like(sims)
+            if cfg.alpha == "size":
+                frac = torch.bincount(labels, minlength=K).double() / len(z)
+                log_alpha = frac.log()[idx].float()
+            pi = torch.softmax(log_alpha + sims / cfg.tau, dim=1)
+            weights = torch.zeros(len(z), K, dtype=torch.float64)
+            weights.scatter_(1, idx, pi.double())
+            mu, kappa = vmf_mle(z.double(), weights)
+            if cfg.kappa == "pca":
+                kappa = pca_kappa(z.double(), weights, n_components=cfg.pca_dim)
+            mass = weights.sum(0)
+        else:
+            mu, kappa = vmf_mle(z.double(), labels=labels, K=K)  # Eq. 5-7 with one-hot p(k|v)
+            if cfg.kappa == "pca":
+                kappa = pca_kappa(z.double(), labels=labels, K=K, n_components=cfg.pca_dim)  # Eq. 16
+            mass = torch.bincount(labels, minlength=K).double()
+        if cfg.kappa == "constant":
+            kappa = torch.full((K,), cfg.kappa_const, dtype=torch.float64)
+        if cfg.kappa_max is not None:
+            kappa = kappa.clamp(max=cfg.kappa_max)
+        dev = self.mu.device
+        self._buffers["mu"] = F.normalize(mu.float(), dim=1).to(dev)
+        self._buffers["kappa"] = kappa.float().to(dev)
+        self._buffers["log_frac"] = (mass / mass.sum()).clamp_min(1e-12).log().float().to(dev)
+        self._buffers["assign"] = idx.to(dev)
+
+    def _stats(self) -> dict:
+        k = self.kappa
+        frac = self.log_frac.exp()
+        return {"K": int(self.mu.shape[0]), "kappa_mean": float(k.mean()), "kappa_min": float(k.min()),
+                "kappa_max": float(k.max()), "largest_cluster_frac": float(frac.max())}
+
+    # ---- inference ------------------------------------------------------------------------------
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised embedding the mixture is fitted on (momentum encoder by default)."""
+        return self._cluster_embed(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen backbone features of the online encoder (for linear probe / k-NN evaluation)."""
+        return self.encoder[0](x).float()
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior p(k | z) over the current K clusters of the vMF mixture (Eq. 2-4), with mixing
+        weights = the cluster fractions of the last E-step: softmax_k(log pi_k + log c_d(kappa_k)
+        + kappa_k mu_k^T z), in log space. Before the first clustering: uniform over n_clusters."""
+        z = self.embed(x)
+        if not self.initialized:
+            return torch.full((len(x), self.cfg.n_clusters), 1.0 / self.cfg.n_clusters, device=z.device)
+        return vmf_mixture_log_posterior(z, self.mu, self.kappa, self.log_frac).exp()
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al. 2017) as in MoCo v3's code, the optimizer of SiamMM §5.1.
+
+    For weights with ndim > 1: u = g + wd w, scaled by the trust ratio eta ||w|| / ||u|| (eta =
+    0.001); biases and BatchNorm parameters get neither weight decay nor the trust ratio. Then
+    heavy-ball momentum and w <- w - lr * buf.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad
+                if p.ndim > 1:
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    w_norm, u_norm = torch.norm(p), torch.norm(dp)
+                    one = torch.ones_like(w_norm)
+                    q = torch.where(w_norm > 0, torch.where(u_norm > 0, g["trust_coefficient"] * w_norm / u_norm,
+                                                            one), one)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                buf = state["mu"]
+                buf.mul_(g["momentum"]).add_(dp)
+                p.add_(buf, alpha=-g["lr"])
