@@ -3,7 +3,8 @@
 Both run the MoCo recipe (crop scale (0.2, 1), jitter p=0.8, grayscale p=0.2, flip; the
 1-channel recipe uses brightness/contrast only) on random uint8 images on this machine's CPU.
 torchvision runs inside a DataLoader (num_workers 0 and 2, the best is kept). Writes a markdown
-table with provenance to results/benchmarks/augment.md.
+table with provenance to results/benchmarks/augment.md. For a 2-core figure on a bigger machine,
+pin the process: ``taskset -c 0,1 python benchmarks/augment.py``.
 
     python benchmarks/augment.py --n 20000
 """
@@ -80,6 +81,18 @@ def bench_torchvision(channels: int, size: int, n: int, workers: int) -> float:
     return seen / (time.perf_counter() - t)
 
 
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def provenance() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -93,8 +106,9 @@ def provenance() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu count (usable)": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": _cpu_model(),
+        "cpu count": f"{_usable_cpus()} usable of {os.cpu_count()}",
+        "load average (1 min, at start)": f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a",
         "torch threads": torch.get_num_threads(),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
@@ -105,6 +119,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=20000, help="images per measurement (default 20000)")
     p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "augment.md")
     args = p.parse_args(argv)
+    torch.set_num_threads(min(torch.get_num_threads(), _usable_cpus()))
+    prov = provenance()
 
     rows = []
     for recipe, c, s in CASES:
@@ -115,7 +131,7 @@ def main(argv=None):
     table = "\n".join([
         f"| recipe | image | mixlab batched (img/s, batch {BATCH}) | torchvision PIL + DataLoader (img/s) | ratio |",
         "|---|---|---:|---:|---:|", *rows])
-    prov = "\n".join(f"- {k}: {v}" for k, v in provenance().items())
+    prov = "\n".join(f"- {k}: {v}" for k, v in prov.items())
     text = (f"# Augmentation throughput\n\nRandom uint8 images, {args.n} per measurement, CPU only.\n\n"
             f"{table}\n\n## Provenance\n\n{prov}\n")
     print(table)

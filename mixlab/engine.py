@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ def seed_everything(seed: int) -> None:
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but no CUDA device is visible; use --set device=cpu")
     return torch.device(name)
@@ -95,7 +98,10 @@ def build(cfg: RunConfig) -> Setup:
     seed_everything(train.seed)
     spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=len(images),
                     backbone=train.backbone)
-    method = get_method(cfg.method)(cfg.params, spec).to(device)
+    method = get_method(cfg.method)(cfg.params, spec)
+    if dist.init_from_env(device.type) and device.type == "cuda":
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
     if train.channels_last and device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
     return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source)
@@ -118,6 +124,11 @@ class Trainer:
             raise ValueError(f"train.batch_size={t.batch_size} exceeds the {per_rank} samples per process;"
                              " lower it or use a larger subset")
         self.optimizers = setup.method.configure_optimizers(t)
+        self.model = setup.method
+        if dist.is_distributed():  # gradients averaged by DDP; buffers (queue, BN) broadcast from rank 0
+            self.model = torch.nn.parallel.DistributedDataParallel(setup.method, find_unused_parameters=True)
+        if t.compile:
+            self.model = torch.compile(self.model)
         factor = lr_multiplier(t, self.steps_per_epoch)
         self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.gen_perm = torch.Generator()
@@ -150,6 +161,33 @@ class Trainer:
         self.gen_aug.manual_seed((seed * 1_000_003 + epoch) * 1009 + dist.rank() + 1)
         seed_everything((seed * 1_000_003 + epoch) * 1013 + dist.rank())
 
+    def train_step(self, views: list[torch.Tensor], idx: torch.Tensor, step: int = 0,
+                   sums: dict | None = None) -> torch.Tensor:
+        """One optimization step on already augmented views: every stage's loss, backward and
+        optimizer step, then the method's after-step work and the schedule. Returns the last loss."""
+        method = self.s.method
+        for stage in method.stages:
+            with self.autocast():
+                out = self.model(views, idx, stage)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss of stage '{stage}' is {loss.item()} at epoch {self.epoch + 1} step {step + 1}"
+                    f" (global step {self.global_step + 1}); last good checkpoint kept in {self.out}")
+            opt = self.optimizers[stage]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sums is not None:
+                for k, v in out.items():
+                    key = k if len(method.stages) == 1 else f"{stage}/{k}"
+                    sums[key] = sums.get(key, 0.0) + v.detach().float()
+        method.after_step()
+        for sched in self.schedulers.values():
+            sched.step()
+        self.global_step += 1
+        return loss
+
     def train_epoch(self) -> dict:
         method, s = self.s.method, self.s
         self.seed_epoch()
@@ -161,25 +199,7 @@ class Trainer:
         for step, idx in enumerate(bar):
             x = s.images[idx.to(s.device)]
             views = [s.augmenter(x, self.gen_aug) for _ in range(method.n_views)]
-            for stage in method.stages:
-                with self.autocast():
-                    out = method.training_step(views, idx, stage)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"loss of stage '{stage}' is {loss.item()} at epoch {self.epoch + 1} step {step + 1}"
-                        f" (global step {self.global_step + 1}); last good checkpoint kept in {self.out}")
-                opt = self.optimizers[stage]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k, v in out.items():
-                    key = k if len(method.stages) == 1 else f"{stage}/{k}"
-                    sums[key] = sums.get(key, 0.0) + v.detach().float()
-            method.after_step()
-            for sched in self.schedulers.values():
-                sched.step()
-            self.global_step += 1
+            loss = self.train_step(views, idx, step, sums)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             if self.step_hook is not None:
@@ -262,12 +282,22 @@ class Trainer:
                     tqdm.write(_summary_line(row))
         return self.finish()
 
+    @torch.no_grad()
+    def ranks_in_sync(self) -> bool:
+        """True when every process holds bit-identical parameters and buffers (prototypes, queue)."""
+        state = self.s.method.state_dict()
+        mine = torch.stack([v.double().sum() for v in state.values() if v.is_floating_point()])
+        return bool((dist.all_gather_cat(mine[None]) == mine).all())
+
     def finish(self) -> dict:
         metrics, post = self.evaluate()
+        in_sync = self.ranks_in_sync() if dist.is_distributed() else None
         if not dist.is_main():
             return metrics
         io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(
             fh, posterior=post.numpy().astype(np.float16), labels=self.s.labels.numpy()))
+        if in_sync is not None:
+            metrics["ranks_in_sync"] = in_sync
         result = {**metrics, "method": self.s.cfg.method, "profile": self.s.cfg.profile,
                   "dataset": self.train_cfg.dataset, "seed": self.train_cfg.seed, "epochs": self.epoch,
                   "wall_time_s": round(self.wall, 2),

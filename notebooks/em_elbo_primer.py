@@ -249,7 +249,7 @@ check("2.vmf d=10: MC integral = 1 (in standard errors)", abs(vals.mean() - 1) /
 #
 # Eq. (7) is Banerjee's closed-form approximation to the root of $A_d(\kappa)=\|r\|$. Checks: the autograd
 # derivative of `vmf_log_normalizer` is $-A_d$; the maximiser of $\log c_d(\kappa)+\kappa\|r\|$ is the root;
-# Eq. (7) is within a few percent of it; `vmf_mle` recovers known $(\mu,\kappa)$ from `vmf_sample` draws.
+# Eq. (7) is within 5% of it for $d=3$ and 1% for $d\ge16$; `vmf_mle` recovers known $(\mu,\kappa)$ from `vmf_sample` draws.
 
 # %%
 kt = torch.tensor([0.5, 3.0, 40.0, 900.0], dtype=f64, requires_grad=True)
@@ -259,7 +259,7 @@ h = 1e-5
 fd = (vmf_log_normalizer(16, kt.detach() + h) - vmf_log_normalizer(16, kt.detach() - h)) / (2 * h)
 check("2.mle: A_d matches finite differences", (fd + vmf_mean_resultant_length(16, kt.detach())).abs().max(), 1e-6)
 
-worst_root, worst_banerjee = 0.0, 0.0
+worst_root, worst_banerjee = 0.0, {3: 0.0, 16: 0.0, 128: 0.0}
 for d in (3, 16, 128):
     for R in (0.2, 0.5, 0.8, 0.95):
         root = brentq(lambda k: vmf_mean_resultant_length(d, k) - R, 1e-6, 1e6, xtol=1e-12)
@@ -267,9 +267,11 @@ for d in (3, 16, 128):
                                options={"xatol": 1e-10}).x
         banerjee = (R * d - R**3) / (1 - R**2)
         worst_root = max(worst_root, abs(best - root) / root)
-        worst_banerjee = max(worst_banerjee, abs(banerjee - root) / root)
+        worst_banerjee[d] = max(worst_banerjee[d], abs(banerjee - root) / root)
 check("2.mle: argmax_kappa = root of A_d(kappa) = ||r|| (rel)", worst_root, 1e-5)
-check("2.mle: Banerjee Eq. 7 vs exact root (rel)", worst_banerjee, 0.05)
+print("   worst relative error of Eq. 7 per d:", {d: round(e, 4) for d, e in worst_banerjee.items()})
+check("2.mle: Banerjee Eq. 7 vs exact root, d=3 (rel)", worst_banerjee[3], 0.06)
+check("2.mle: Banerjee Eq. 7 vs exact root, d>=16 (rel)", max(worst_banerjee[16], worst_banerjee[128]), 0.01)
 
 d, kap_true, n = 5, 20.0, 4000
 mu_true = rng.standard_normal(d)
@@ -360,21 +362,22 @@ for K, d in [(2, 1), (4, 3), (10, 9), (10, 128), (20, 128)]:
 check("4.mmd: Gram = simplex (-1/(K-1)), sum = 0", worst, 1e-12)
 
 
-def minimax_inner_product(K, d, steps=400, restarts=4):
-    """Numerically minimise max_{i!=j} <w_i, w_j> over unit vectors (smooth max, Adam, restarts)."""
-    best = math.inf
+def minimax_inner_product(K, d, steps=300, restarts=2):
+    """Numerically minimise max_{i!=j} <w_i, w_j> over unit vectors: a smooth max (temperature
+    annealed 0.1 -> 0.001) minimised by Adam from random starts; returns the best max found."""
+    best, mask = math.inf, ~torch.eye(K, dtype=torch.bool)
     for _ in range(restarts):
         w = torch.randn(K, d, generator=gen, dtype=f64, requires_grad=True)
         opt = torch.optim.Adam([w], lr=0.05)
-        mask = ~torch.eye(K, dtype=torch.bool)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for t in range(steps):
             u = torch.nn.functional.normalize(w, dim=1)
-            ip = (u @ u.T)[mask]
-            temp = 0.05 * (1 - t / steps) + 1e-3
-            loss = temp * torch.logsumexp(ip / temp, 0)
+            temp = 0.1 * 0.01 ** (t / steps)
+            loss = temp * torch.logsumexp((u @ u.T)[mask] / temp, 0)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
         u = torch.nn.functional.normalize(w.detach(), dim=1)
         best = min(best, float((u @ u.T)[mask].max()))
     return best
@@ -408,7 +411,7 @@ except ValueError as e:
 check("4.mmd: K > d+1 is refused", 0.0 if raised else 1.0, 0.0)
 found = minimax_inner_product(6, 2)
 print(f"   K=6, d=2: numerical minimax {found:.4f} (hexagon 0.5) vs the unreachable -0.2")
-check("4.mmd: K=6 in R^2 reaches only cos(60 deg) = 0.5", abs(found - 0.5), 1e-2)
+check("4.mmd: K=6 in R^2 reaches only cos(60 deg) = 0.5", abs(found - 0.5), 1e-4)
 
 # %%
 W = mmd_centers(4, 3, seed=seed, dtype=f64).numpy()

@@ -7,12 +7,12 @@ same on a seeded subset of Fashion-MNIST (train and test splits pooled, like the
 
 mixlab's choices (the paper gives no details of that CNN): conv 3x3 16 -> max-pool -> conv 3x3 32
 -> max-pool -> F64 (ReLU) -> F2 (the bottleneck, *linear*, so the classes spread as rays through
-the origin) -> F10; cross-entropy, Adam 1e-3, batch 128, ``epochs`` passes over the ``n`` images;
+the origin) -> F10; cross-entropy, Adam 2e-3, batch 128, ``epochs`` passes over the ``n`` images;
 the features of the same ``n`` images are then centred and divided by their overall standard
 deviation (one scale for both axes, so the geometry is kept).
 
 Features are cached in ``$MIXLAB_DATA`` (else ``./data``) as ``fashion-bottleneck2d/<key>.npz``,
-``key`` naming every setting, so building runs once (~10-20 s on 2 cores for 10,000 images).
+``key`` naming every setting, so building runs once (~30 s of CPU time for 10,000 images; ~82% training accuracy).
 Importing this module registers the data set in :data:`mixlab.data.DATASETS` (the NMM method
 imports it).
 """
@@ -34,7 +34,7 @@ from .idx import FASHION_MNIST_CLASSES
 
 NAME = "fashion-bottleneck2d"
 VERSION = 1  # bump when the recipe changes (part of the cache key)
-DEFAULTS = {"n": 10000, "seed": 0, "epochs": 4, "batch_size": 128, "lr": 1e-3}
+DEFAULTS = {"n": 10000, "seed": 0, "epochs": 8, "batch_size": 128, "lr": 2e-3}
 
 
 class BottleneckCNN(nn.Module):

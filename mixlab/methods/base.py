@@ -68,6 +68,10 @@ class Method(nn.Module):
     def training_step(self, views: list[torch.Tensor], idx: torch.Tensor, stage: str) -> dict:
         raise NotImplementedError
 
+    def forward(self, views: list[torch.Tensor], idx: torch.Tensor, stage: str) -> dict:
+        """The training step, as ``forward`` so DistributedDataParallel can wrap the method."""
+        return self.training_step(views, idx, stage)
+
     def after_step(self) -> None:
         """Called once per step after all optimizer steps (EMA teacher, queue update)."""
 
