@@ -18,8 +18,8 @@ optimizer (:meth:`NMM.configure_optimizers`). ``objective="em"`` / ``"consistenc
 them (Table 3's "EM Optimization (Eq. 7)" and "IIC in our setting").
 
 Views: ``views[0]`` is the "original" image x_i and ``views[1]`` its transform x_i^tr. The paper's
-original is the un-augmented image; mixlab's engine augments every view the same way unless it
-honours :attr:`NMM.clean_first_view` (then view 0 is ``augmenter.clean(x)``), see ``original_view``.
+original is the un-augmented image; with ``original_view="clean"`` NMM asks the engine for it through
+``clean_views = (0,)`` (view 0 = ``augmenter.clean(x)``); ``"augmented"`` uses two augmented views.
 
 Training ignores ``train.lr``, ``train.optimizer``, ``train.momentum`` and ``train.weight_decay``:
 the stage optimizers are Adam with ``lr_em`` / ``lr_consistency`` / ``weight_decay`` below (the
@@ -79,9 +79,10 @@ class NMMConfig:
     # §6 posterior: "softmax" of a* (the paper) or "density_ratio" h_j / sum_k h_k (what softmax
     # approximates; mixlab's ablation).
     posterior: str = "softmax"
-    # View 0 of Eq. 7/8: "clean" (the paper: the original image; needs an engine that honours
-    # NMM.clean_first_view) or "augmented" (two independently augmented views).
-    original_view: str = "clean"
+    # View 0 of Eq. 7/8: "clean" (the paper: the un-augmented original image; needs an engine that
+    # feeds the views listed in ``Method.clean_views`` un-augmented) or "augmented" (two
+    # independently augmented views, what every mixlab engine can do; mixlab's default for now).
+    original_view: str = "augmented"
     lr_em: float = 5e-5                # §8.2: Adam for the EM step (1e-3 for the §8.1 MLP)
     lr_consistency: float = 1e-4       # §8.2: Adam for the consistency step
     weight_decay: float = 0.0          # both Adams; the paper mentions none (mixlab's choice 0)
@@ -178,7 +179,11 @@ class NMM(Method):
             self.stages = (cfg.objective,)
         one_view = cfg.objective == "em" and cfg.em_loss == "eq6"
         self.n_views = 1 if one_view else 2
-        self.clean_first_view = cfg.original_view == "clean" and not one_view
+        if cfg.original_view == "clean" and not one_view:
+            if not hasattr(Method, "clean_views"):
+                raise ConfigError("method.original_view='clean' needs an engine that feeds view 0"
+                                  " un-augmented (Method.clean_views); use method.original_view=augmented")
+            self.clean_views = (0,)
 
     # ---- optimizers: one Adam per stage (Algorithm 1, §8.2) ------------------------------------
     def optimizer_groups(self) -> dict[str, list]:
@@ -246,6 +251,10 @@ class NMM(Method):
     def embed(self, x: Tensor) -> Tensor:
         """The final-layer response before the softmax, a* (Fig. 7)."""
         return self.scores(x)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Backbone output g_theta_s(x), the shared representation (layer L-1, §4)."""
+        return self.backbone(x)
 
 
 def _diagnostics(log_p: Tensor, log_h: Tensor | None) -> dict:

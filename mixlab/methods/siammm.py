@@ -118,6 +118,11 @@ class SiamMMConfig:
     nce_negatives: int = 0            # |A_-| of Eq. 14: 0 = all other centroids, else that many sampled
                                       # (paper: 16000 of 100k)
     cluster_weight: float = 1.0       # weight of the cluster term; Eq. 13 = 1
+    kappa_normalize: bool = False     # mixlab's choice for plain SGD: divide the cluster term by the mean
+                                      # kappa-hat of the epoch (a per-epoch constant: Eq. 9's per-cluster
+                                      # kappa ratios are kept, only its weight against L_inst changes).
+                                      # With kappa ~ d the unscaled term outweighs L_inst ~100x; the paper
+                                      # trains with LARS, whose per-layer trust ratio absorbs the scale
     inst_loss: str = "byol"           # D of Eq. 1: "byol" (2 - 2 cos, mixlab's default), "cosine" (SimSiam),
                                       # "infonce" (MoCo v3 with in-batch negatives, Table 4 "w/ n"), "none"
     inst_tau: float = 0.2             # temperature of inst_loss="infonce" (MoCo v3: 0.2)
@@ -263,7 +268,8 @@ class SiamMM(Method):
             a = self.assign[idx.to(self.assign.device)]      # [B, H] A(x) from this epoch's E-step
             targets = (v1, v2) if cfg.cluster_on == "prediction" else (z1, z2)
             l_clu = sum(self._cluster_term(v, a) for v in targets) / len(targets)  # mean over the 2 views
-            loss = loss + cfg.cluster_weight * l_clu         # Eq. 13
+            weight = cfg.cluster_weight / (float(self.kappa.mean()) if cfg.kappa_normalize else 1.0)
+            loss = loss + weight * l_clu                     # Eq. 13
             out["loss_cluster"] = l_clu.detach()
         out["loss"] = loss
         return out

@@ -9,7 +9,7 @@ paper turns them into a mixture:
   :func:`normalize_relevance`.
 * §5: the cluster density ``h_j(x_i) = f(x_i | z=j) = sigmoid(a*_ij / gamma)``, gamma > 1 keeps the
   sigmoid in its near-linear region for every score the normalization allows (|a*| <= (n-1)/sqrt(n),
-  Shiffler [26]; 11.23 for n = 128, hence gamma = 5); :func:`log_density`, :func:`score_bound`,
+  Shiffler [26]; 11.23 for n = 128, hence gamma = 5; sqrt(n-1) with the biased sigma); :func:`log_density`, :func:`score_bound`,
   :func:`gamma_for_batch`. Because the batch mean of ``a*`` is 0, the batch mean of h is ~0.5
   for every cluster (Eq. 3), so by Monte Carlo (Eq. 4) every density has the same integral 0.5 V
   (Eq. 5): :func:`batch_mean_density`, :func:`monte_carlo_integral`.
@@ -57,9 +57,13 @@ def normalize_relevance(a: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, T
     return (a - mu) / torch.sqrt(var + eps), mu, var
 
 
-def score_bound(n: int) -> float:
-    """Largest possible |a*_ij| after normalizing n values: (n-1)/sqrt(n) (Shiffler [26], §5)."""
-    return (n - 1) / math.sqrt(n)
+def score_bound(n: int, biased: bool = True) -> float:
+    """Largest possible |a*_ij| after normalizing n values (one outlier, the rest equal).
+
+    With the biased sigma of the §5 equation it is sqrt(n-1) (11.27 for n = 128); the paper quotes
+    Shiffler's [26] (n-1)/sqrt(n) = 11.23, which holds for the unbiased (n-1) std
+    (``biased=False``). The difference is immaterial for choosing gamma."""
+    return math.sqrt(n - 1) if biased else (n - 1) / math.sqrt(n)
 
 
 def gamma_for_batch(n: int, gamma: float = 5.0, ref_batch: int = 128) -> float:

@@ -1,0 +1,136 @@
+"""Representation quality of a trained method on frozen features: linear probe and k-NN accuracy.
+
+SiamMM (§5.2) reports linear evaluation on a frozen backbone and, like most SSL papers, k-NN
+accuracy is the cheap proxy. mixlab runs both on a dataset's *own* train/test split
+(``Dataset.train_mask``, e.g. Fashion-MNIST's 60k/10k): fit on the train rows, score on the test
+rows. Labels are used only here, never in training.
+
+- :func:`linear_probe_acc`: multinomial logistic regression (scikit-learn, L-BFGS) on
+  standardised features -- the convex stand-in for the paper's 90-epoch SGD linear classifier.
+- :func:`knn_acc`: cosine k-NN through faiss (exact inner-product search on L2-normalised
+  features), k = 20, votes weighted by exp(cos / T) with T = 0.07 (Wu et al. 2018, the
+  InstDisc / DINO protocol) or unweighted majority (``weighting="majority"``).
+- :func:`extract`, :func:`load_run`, :func:`representation_eval`: features of a finished run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["linear_probe_acc", "knn_acc", "extract", "load_run", "representation_eval"]
+
+
+def _np(a, dtype=None) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    return a.astype(dtype) if dtype is not None else a
+
+
+def linear_probe_acc(features_train, y_train, features_test, y_test, *, C: float = 1.0, max_iter: int = 1000,
+                     standardize: bool = True) -> float:
+    """Test accuracy (fraction) of a logistic-regression classifier fitted on frozen train features.
+
+    ``C`` is scikit-learn's inverse L2 strength; features are standardised with the train
+    mean/std when ``standardize`` (the probe is then insensitive to the feature scale).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    xtr, xte = _np(features_train, np.float64), _np(features_test, np.float64)
+    ytr, yte = _np(y_train, np.int64), _np(y_test, np.int64)
+    if standardize:
+        scaler = StandardScaler().fit(xtr)
+        xtr, xte = scaler.transform(xtr), scaler.transform(xte)
+    clf = LogisticRegression(C=C, max_iter=max_iter)
+    clf.fit(xtr, ytr)
+    return float((clf.predict(xte) == yte).mean())
+
+
+def knn_acc(features_train, y_train, features_test, y_test, *, k: int = 20, weighting: str = "weighted",
+            temperature: float = 0.07) -> float:
+    """Test accuracy (fraction) of cosine k-NN classification (faiss ``IndexFlatIP``, exact).
+
+    ``weighting="weighted"`` (default): each of the k neighbours votes exp(cos / temperature)
+    for its class (Wu et al. 2018, T = 0.07); ``"majority"``: one vote each, ties to the
+    smallest class index. Features are L2-normalised here.
+    """
+    import faiss
+
+    if weighting not in ("weighted", "majority"):
+        raise ValueError(f"weighting={weighting!r} must be 'weighted' or 'majority'")
+    xtr = _np(features_train, np.float32)
+    xte = _np(features_test, np.float32)
+    ytr, yte = _np(y_train, np.int64), _np(y_test, np.int64)
+    xtr = np.ascontiguousarray(xtr / np.maximum(np.linalg.norm(xtr, axis=1, keepdims=True), 1e-12))
+    xte = np.ascontiguousarray(xte / np.maximum(np.linalg.norm(xte, axis=1, keepdims=True), 1e-12))
+    k = min(int(k), len(xtr))
+    index = faiss.IndexFlatIP(xtr.shape[1])
+    index.add(xtr)
+    sims, idx = index.search(xte, k)
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    w = np.exp((sims - 1.0) / temperature) if weighting == "weighted" else np.ones_like(sims)  # shift: no overflow
+    votes = np.zeros((len(xte), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(xte)), k), ytr[idx].reshape(-1)), w.reshape(-1))
+    return float((votes.argmax(1) == yte).mean())
+
+
+@torch.no_grad()
+def extract(method, images: torch.Tensor, augmenter, *, fn: str = "features", batch_size: int = 1024,
+            device: str | torch.device | None = None) -> np.ndarray:
+    """``method.<fn>`` (``"features"``: backbone output; ``"embed"``; ``"predict"``) on clean
+    batches of ``images`` in eval mode, as a float32 numpy array."""
+    device = torch.device(device) if device is not None else next(method.parameters()).device
+    was_training = method.training
+    method.eval()
+    f = getattr(method, fn)
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = augmenter.clean(images[i:i + batch_size].to(device))
+        out.append(f(x).float().cpu())
+    method.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu"):
+    """Rebuild a finished run (config.json + checkpoint.pt): returns the engine's ``Setup`` with
+    the trained method loaded, in eval mode, on ``device``."""
+    from mixlab import config as config_mod
+    from mixlab import engine
+
+    run_dir = Path(run_dir)
+    data = json.loads((run_dir / "config.json").read_text())
+    data["train"]["device"] = device
+    cfg = config_mod.from_dict(data)
+    setup = engine.build(cfg)
+    state = torch.load(run_dir / "checkpoint.pt", map_location=setup.device, weights_only=True)
+    setup.method.load_state_dict(state["method"])
+    setup.method.eval()
+    return setup
+
+
+def representation_eval(run_dir: str | Path, *, k: int = 20, weighting: str = "weighted", fn: str = "features",
+                        full_dataset: bool = False, device: str = "cpu") -> dict:
+    """Linear-probe and k-NN accuracy of a finished run's frozen ``fn`` features on the dataset's
+    own train/test split (``Dataset.train_mask``).
+
+    ``full_dataset=False`` uses the rows the run trained on (its ``subset``); ``True`` extracts
+    features for the whole dataset (e.g. all 70k Fashion-MNIST images: 60k train / 10k test).
+    Returns ``{"linear_probe_acc", "knn_acc", "n_train", "n_test"}``.
+    """
+    from mixlab.data import load as load_dataset
+
+    setup = load_run(run_dir, device=device)
+    t = setup.cfg.train
+    data = load_dataset(t.dataset, subset=None if full_dataset else t.subset, seed=t.data_seed)
+    if data.train_mask is None:
+        raise ValueError(f"dataset {t.dataset!r} has no official train/test split (train_mask is None)")
+    feats = extract(setup.method, data.images, setup.augmenter, fn=fn, device=setup.device)
+    mask = data.train_mask.numpy().astype(bool)
+    y = data.labels.numpy()
+    return {"linear_probe_acc": linear_probe_acc(feats[mask], y[mask], feats[~mask], y[~mask]),
+            "knn_acc": knn_acc(feats[mask], y[mask], feats[~mask], y[~mask], k=k, weighting=weighting),
+            "n_train": int(mask.sum()), "n_test": int((~mask).sum())}
