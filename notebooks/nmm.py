@@ -53,6 +53,7 @@ from mixlab.evaluation import extract, load_run
 from mixlab.methods.nmm import synthesize_cluster_input, topk_images
 
 torch.set_num_threads(2)
+device = "cuda" if torch.cuda.is_available() else "cpu"  # for the analysis of trained networks
 t0 = time.time()
 EXP = "nmm"
 VARIANTS = {  # name -> method overrides
@@ -112,9 +113,9 @@ viz.savefig(fig, "nmm_training_curves", figures_dir, experiment=EXP, runs=runs0)
 raw = experiments.run(EXP, "two-fold-unnormalized", "nmm", profile=profile, seed=seeds[0],
                       overrides={"method": {"objective": "twofold", "normalize": False}},
                       runs_dir=runs_dir, results_dir=results_dir)
-trained = load_run(runs0["two-fold"])
-unnormalized = load_run(raw["run_dir"])
-random_cfg = config.resolve("nmm", profile, {"train": {"device": "cpu", "seed": seeds[0]}})
+trained = load_run(runs0["two-fold"], device=device)
+unnormalized = load_run(raw["run_dir"], device=device)
+random_cfg = config.resolve("nmm", profile, {"train": {"device": device, "seed": seeds[0]}})
 random_net = engine.build(random_cfg)
 random_net.method.eval()
 
@@ -142,17 +143,17 @@ print(f"un-normalized two-fold run: acc {raw['acc']:.3f}, non-empty clusters {ra
 
 # %%
 method, aug = trained.method, trained.augmenter
-x_all = torch.cat([aug.clean(data.images[i:i + 2048]) for i in range(0, len(data), 2048)])
+x_all = torch.cat([aug.clean(data.images[i:i + 2048].to(device)) for i in range(0, len(data), 2048)])
 with torch.no_grad():
-    sizes = torch.bincount(method.predict(x_all).argmax(1), minlength=method.n_clusters)
+    sizes = torch.bincount(method.predict(x_all).argmax(1), minlength=method.n_clusters).cpu()
 clusters = sizes.argsort(descending=True)[:n_show].tolist()
-top = topk_images(method, x_all, k=10)
+top = topk_images(method, x_all, k=10).cpu()
 fig, axes = plt.subplots(n_show, 11, figsize=(11 * 1.1, n_show * 1.2))
 for r, c in enumerate(clusters):
     for k in range(10):
         axes[r, k].imshow(data.images[top[c, k], 0].numpy(), cmap="gray")
     synth, trace = synthesize_cluster_input(method, c, aug.clean, (1, 28, 28), steps=synth_steps, seed=c)
-    axes[r, 10].imshow(synth[0, 0].numpy(), cmap="magma")
+    axes[r, 10].imshow(synth[0, 0].cpu().numpy(), cmap="magma")
     axes[r, 0].set_ylabel(f"cluster {c}\n(n={int(sizes[c])})", fontsize=8)
     print(f"cluster {c}: relevance of the synthesized input {trace[0]:.2f} -> {trace[-1]:.2f}; "
           f"top-10 classes {[data.classes[int(data.labels[i])][:7] for i in top[c]]}")

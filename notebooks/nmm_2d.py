@@ -125,7 +125,8 @@ viz.savefig(fig, "nmm_2d_clusters", figures_dir, experiment=EXP, runs={f"{k[0]}-
 #
 # h_j(x) = sigmoid(a*_j(x)/γ) on a grid around the data, for three final-layer nodes. At inference
 # the normalization uses the running mean/std kept during training, so h can be evaluated at any
-# point (§8.1). Without normalization h_j = sigmoid(a_j/γ).
+# point (§8.1). Without normalization h_j = sigmoid(a_j/γ). Each panel has its own colour scale:
+# with γ = 5 the normalized h stays within the sigmoid's linear region, roughly 0.3–0.7.
 
 # %%
 def density_grid(method, pts, n=grid, pad=0.5):
@@ -144,12 +145,12 @@ for name in datasets:
         gx, gy, h = density_grid(models[(name, normalize)].method, pts)
         for j, c in enumerate(shown_clusters):
             ax = axes[i, j]
-            cs = ax.contourf(gx, gy, h[..., c], levels=np.linspace(0, 1, 11), cmap="viridis")
-            ax.scatter(pts[::5, 0], pts[::5, 1], s=0.5, c="w", alpha=0.4, linewidths=0)
-            ax.set_title(f"{'normalized' if normalize else 'un-normalized'}: h of node {c + 1}")
+            cs = ax.contourf(gx, gy, h[..., c], levels=12, cmap="viridis")
+            ax.scatter(pts[::4, 0], pts[::4, 1], s=0.4, c="k", alpha=0.3, linewidths=0)
+            ax.set_title(f"{'normalized' if normalize else 'un-normalized'}: h of node {c + 1}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.colorbar(cs, ax=axes, shrink=0.6)
+            fig.colorbar(cs, ax=ax, shrink=0.8, format="%.2f")
     viz.savefig(fig, f"nmm_2d_densities_{name}", figures_dir, experiment=EXP, clusters=shown_clusters,
                 runs={str(n): run_dirs[(name, n)] for n in (True, False)})
 

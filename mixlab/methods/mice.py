@@ -165,6 +165,8 @@ class MiCE(Method):
         mu = mmd_centers(K, d, seed=1) if cfg.mu_init == "mmd" else F.normalize(torch.randn(K, d), dim=-1)
         self.mu = nn.Parameter(mu, requires_grad=cfg.mu_gradient)
         self.queue = Queue(cfg.queue_size, (K, d))
+        if cfg.shared_expert_layer:  # A4: one key per image shared by the experts, from the start
+            self.queue.data.copy_(self.queue.data[:, :1].expand(-1, K, -1))
         # Eq. 13 statistics accumulated over the current epoch
         self.register_buffer("mu_sum", torch.zeros(K, d))
         self.register_buffer("mu_count", torch.zeros(K))
@@ -276,7 +278,8 @@ class MiCE(Method):
     @torch.no_grad()
     def posterior(self, x: torch.Tensor) -> dict:
         """The E-step on clean images (x_f = x_v = x_g = x): dict of Eq. 4/9/10/11 tensors."""
-        return self._objective(self.student(x), self.teacher(x), self.gating(x))
+        h = self.student.backbone(x)                 # one backbone pass serves f and g
+        return self._objective(self.student.experts(h), self.teacher(x), self.gating_head(h))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
