@@ -1,0 +1,126 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # MiCE vs. the two-stage baseline MoCo + spherical k-means
+#
+# **MiCE** (Tsai, Li & Zhu, ICLR 2021; `../shared/papers/mice.md`) is a mixture of K contrastive
+# experts. A gating network g_ψ gives a prior p(z|x) from the cosine to fixed prototypes ω, the
+# centers of a Max-Mahalanobis distribution (Eq. 4); each expert k scores the teacher embedding of
+# another view of the same image against its student embedding and its prototype μ_k,
+# Φ = exp(vᵀ(f + μ_k)/τ) (Eq. 6), normalized with a queue of past teacher embeddings (Eq. 9).
+# Training is a scalable EM: the E-step is the approximate posterior (Eq. 10), the M-step is SGD on
+# the ELBO (Eq. 11) plus, at every epoch's end, μ_k = the normalized sum of the teacher embeddings
+# hard-assigned to k (Eq. 13). A cluster is the argmax of the posterior.
+#
+# **MoCo + spherical k-means** learns embeddings with InfoNCE (Eq. 2) and clusters them
+# afterwards. MiCE's App. C shows it is the special case of MiCE with a uniform prior (A3), one
+# output layer shared by the experts (A4) and no class-level term (A5) — `tests/test_mice.py`
+# checks that identity numerically. Both runs below share backbone, augmentation, optimizer, τ,
+# queue length and epochs (`mixlab/methods/{mice,moco}.py`, `PROFILES`).
+
+# %% tags=["parameters"]
+profile = "smoke"
+seeds = [0]
+runs_dir = "runs"
+results_dir = "results"
+figures_dir = "figures"
+tsne_points = 1000     # snapshot points shown in the t-SNE panels
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from mixlab import config, experiments, viz
+
+torch.set_num_threads(2)
+t0 = time.time()
+EXP = "mice"
+RUNS = {"MiCE": "mice", "MoCo+skm": "moco"}          # run name -> method
+OVERRIDES = {"train": {"snapshot_epochs": [1, -1]}}  # keep epoch-1 and final embeddings/posteriors
+
+# %% [markdown]
+# ## Train both methods over the seeds (Table 1 in miniature)
+
+# %%
+rows = []
+for name, method in RUNS.items():
+    for seed in seeds:
+        rows.append(experiments.run(EXP, name, method, profile=profile, seed=seed, overrides=OVERRIDES,
+                                    runs_dir=runs_dir, results_dir=results_dir))
+table = experiments.summarize(rows)
+cfg = config.resolve("mice", profile)
+experiments.write_table(table, results_dir, EXP, profile=profile,
+                        note=f"{cfg.train.dataset} (subset {cfg.train.subset}), backbone {cfg.train.backbone}, "
+                             f"augment {cfg.train.augment}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+                             f"tau={cfg.params.tau}, kappa={cfg.params.kappa}, queue {cfg.params.queue_size}; "
+                             f"mean ± std over {len(seeds)} seed(s).")
+print(experiments.format_table(table))
+
+# %% [markdown]
+# ## Training curves
+#
+# MiCE's loss is −ELBO (Eq. 11), MoCo's is −InfoNCE (Eq. 2). Both start near log(ν+1) — one
+# positive among ν+1 candidates — and rise a little while the queue's random initial entries are
+# replaced by real teacher embeddings (harder negatives); the trend after that is what to read. ACC/NMI are
+# computed every evaluated epoch: for MiCE from the posterior argmax, for MoCo from a spherical
+# k-means run on that epoch's teacher embeddings.
+
+# %%
+runs0 = {r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]}
+logs = {name: viz.read_log(path) for name, path in runs0.items()}
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+viz.training_curves(axes, logs, ["loss", "acc", "nmi"])
+axes[0].set_ylabel("loss (MiCE: −ELBO, MoCo: −InfoNCE)")
+viz.savefig(fig, "mice_training_curves", figures_dir, experiment=EXP, profile=profile, runs=runs0)
+
+# %% [markdown]
+# ## The posterior (MiCE Fig. 3)
+#
+# Left: the largest posterior probability per image after the first and the last epoch — MiCE
+# starts undecided and ends confident. Right: the sizes of the predicted clusters.
+
+# %%
+mice_run = runs0["MiCE"]
+epochs = viz.snapshot_epochs(mice_run)
+first, last = viz.load_snapshot(mice_run, epochs[0]), viz.load_snapshot(mice_run, epochs[-1])
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+viz.posterior_hist(axes[0], first["posterior"], title=f"MiCE, epoch {epochs[0]}")
+viz.posterior_hist(axes[1], last["posterior"], title=f"MiCE, epoch {epochs[-1]}")
+viz.cluster_size_hist(axes[2], last["posterior"], title="predicted cluster sizes (final)")
+viz.savefig(fig, "mice_posterior_hist", figures_dir, experiment=EXP, profile=profile, run=mice_run,
+            epochs=[epochs[0], epochs[-1]])
+print(f"mean max-posterior: epoch {epochs[0]} {first['posterior'].max(1).mean():.3f}, "
+      f"epoch {epochs[-1]} {last['posterior'].max(1).mean():.3f}")
+
+# %% [markdown]
+# ## Embeddings (MiCE Fig. 4–5)
+#
+# t-SNE of MiCE's gating embeddings and MoCo's teacher embeddings (the ones k-means clusters),
+# coloured by the predicted cluster (top) and by the true class, unknown to both models (bottom).
+
+# %%
+fig, axes = plt.subplots(2, 2, figsize=(10, 9))
+for col, (name, path) in enumerate(runs0.items()):
+    snap = viz.load_snapshot(path, viz.snapshot_epochs(path)[-1])
+    n = min(tsne_points, len(snap["labels"]))
+    xy = viz.embed_2d(snap["embedding"][:n], "tsne", seed=0)
+    viz.scatter_2d(axes[0, col], xy, snap["posterior"][:n].argmax(1), title=f"{name}: predicted clusters")
+    viz.scatter_2d(axes[1, col], xy, snap["labels"][:n], title=f"{name}: true classes")
+viz.savefig(fig, "mice_tsne", figures_dir, experiment=EXP, profile=profile, runs=runs0, n=tsne_points)
+
+# %%
+print(f"mice notebook done in {time.time() - t0:.0f} s")

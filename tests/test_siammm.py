@@ -1,0 +1,291 @@
+"""SiamMM: the paper's identities (Eq. 8-10, 14, 15), the E/M-steps, merging, and a smoke run with resume."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixlab import engine
+from mixlab.config import ConfigError, resolve
+from mixlab.evaluation import knn_acc, linear_probe_acc
+from mixlab.methods import siammm as siammm_mod
+from mixlab.methods.base import DataSpec, EpochContext
+from mixlab.methods.siammm import SiamMM
+from mixlab.mixture.siammm import (
+    cluster_loss,
+    log_assignment_weights,
+    nce1_loss,
+    nce2_loss,
+    symmetric_instance_loss,
+    vmf_mixture_log_posterior,
+)
+from mixlab.mixture.vmf import vmf_log_normalizer, vmf_sample
+
+
+def _unit(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
+
+# ---- Eq. 8-10, 12 ---------------------------------------------------------------------------------
+def test_cluster_loss_with_one_centroid_is_the_hard_assignment_loss():
+    v, mu = _unit(6, 5, seed=1), _unit(6, 1, 5, seed=2)
+    kappa = torch.rand(6, 1) * 50 + 1
+    log_pi = log_assignment_weights(v, mu, torch.zeros(6, 1), tau=0.02)
+    assert torch.allclose(log_pi, torch.zeros(6, 1))  # H = 1: pi = 1 (Eq. 8)
+    hard = -(kappa[:, 0] * (mu[:, 0] * v).sum(1))
+    assert torch.allclose(cluster_loss(v, mu, kappa, log_pi), hard, atol=1e-5)
+
+
+def test_assignment_weights_follow_eq10_and_sum_to_one():
+    v, mu = _unit(4, 8, seed=3), _unit(4, 5, 8, seed=4)
+    alpha = torch.rand(4, 5) + 0.1
+    tau = 0.3
+    pi = log_assignment_weights(v, mu, alpha.log(), tau).exp()
+    num = alpha * torch.exp(torch.einsum("bhd,bd->bh", mu, v) / tau)
+    assert torch.allclose(pi, num / num.sum(1, keepdim=True), atol=1e-6)
+    assert torch.allclose(pi.sum(1), torch.ones(4), atol=1e-6)
+    # large tau -> even weights; small tau -> all weight on the closest centroid
+    flat = log_assignment_weights(v, mu, torch.zeros(4, 5), 1e4).exp()
+    assert torch.allclose(flat, torch.full((4, 5), 0.2), atol=1e-3)
+    sharp = log_assignment_weights(v, mu, torch.zeros(4, 5), 1e-4).exp()
+    closest = torch.einsum("bhd,bd->bh", mu, v).argmax(1)
+    assert torch.allclose(sharp, F.one_hot(closest, 5).float(), atol=1e-4)
+    # with H centroids and tiny tau, L^H tends to the hard loss on the nearest centroid
+    kappa = torch.rand(4, 5) * 20
+    soft = cluster_loss(v, mu, kappa, sharp.clamp_min(1e-30).log())
+    k_near = kappa.gather(1, closest[:, None])[:, 0]
+    mu_near = mu[torch.arange(4), closest]
+    assert torch.allclose(soft, -k_near * (mu_near * v).sum(1), atol=1e-3)
+
+
+def test_cluster_loss_is_the_weighted_negative_log_likelihood():
+    v, mu = _unit(3, 4, seed=5), _unit(3, 2, 4, seed=6)
+    kappa = torch.tensor([[2.0, 5.0], [1.0, 1.0], [10.0, 0.5]])
+    pi = torch.tensor([[0.3, 0.7], [0.5, 0.5], [0.9, 0.1]])
+    want = -torch.log((pi * torch.exp(kappa * torch.einsum("bhd,bd->bh", mu, v))).sum(1))
+    assert torch.allclose(cluster_loss(v, mu, kappa, pi.log()), want, atol=1e-5)
+    # gradient flows to v only (kappa, mu are fixed estimators, Eq. 9)
+    vv, mm, kk = v.clone().requires_grad_(), mu.clone().requires_grad_(), kappa.clone().requires_grad_()
+    cluster_loss(vv, mm, kk, pi.log()).sum().backward()
+    assert vv.grad is not None and mm.grad is None and kk.grad is None
+
+
+def test_symmetric_instance_loss_is_zero_for_aligned_views_and_stops_gradient():
+    v1, v2 = _unit(5, 6, seed=7), _unit(5, 6, seed=8)
+    # L(v1, v2^m) + L(v2, v1^m): zero when v1 is aligned with v2^m and v2 with v1^m (any scale)
+    assert torch.allclose(symmetric_instance_loss(v1, v2, 2 * v2, 3 * v1), torch.zeros(5), atol=1e-6)
+    want = 2 * (2 - 2 * (v1 * v2).sum(1))   # BYOL's 2 - 2 cos, both directions
+    assert torch.allclose(symmetric_instance_loss(v1, v2, v1, v2), want, atol=1e-6)
+    t1, t2 = v1.clone().requires_grad_(), v2.clone().requires_grad_()
+    assert not symmetric_instance_loss(v1, v2, t1, t2).sum().requires_grad  # stop-gradient (Eq. 1)
+
+
+# ---- Eq. 14, 15 on a hand-checked case -------------------------------------------------------------
+def test_nce_variants_by_hand():
+    mu = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    kappa = torch.tensor([2.0, 3.0, 1.0])
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    pos = torch.tensor([0, 1])
+    # Eq. 14, all other centroids negative: logits k mu^T v
+    l = nce1_loss(v, mu, kappa, pos)
+    want0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(0) + math.exp(-1)))
+    want1 = -math.log(math.exp(3) / (math.exp(0) + math.exp(3) + math.exp(0)))
+    assert l.shape == (2,) and torch.allclose(l, torch.tensor([want0, want1]), atol=1e-5)
+    # explicit negatives (a positive listed among them is ignored)
+    l = nce1_loss(v, mu, kappa, pos, neg=torch.tensor([[2, 0], [0, 0]]))
+    assert torch.allclose(l, torch.tensor([-math.log(math.exp(2) / (math.exp(2) + math.exp(-1))),
+                                           -math.log(math.exp(3) / (math.exp(3) + 2 * math.exp(0)))]), atol=1e-5)
+    # Eq. 15: in-batch negatives from other clusters, scored by the positive's kappa_A mu_A
+    v3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    a3 = torch.tensor([0, 1, 0])
+    l = nce2_loss(v3, mu, kappa, a3)
+    # sample 0 (cluster 0): negatives = sample 1 only (sample 2 is in its own cluster)
+    w0 = -math.log(math.exp(2 * 1.0) / (math.exp(2 * 1.0) + math.exp(2 * 0.0)))
+    # sample 1 (cluster 1): negatives = samples 0 and 2
+    w1 = -math.log(math.exp(3 * 1.0) / (math.exp(3.0) + math.exp(0.0) + math.exp(3 * 0.8)))
+    w2 = -math.log(math.exp(2 * 0.6) / (math.exp(2 * 0.6) + math.exp(0.0)))
+    assert l.shape == (3,) and torch.allclose(l, torch.tensor([w0, w1, w2]), atol=1e-5)
+    # no valid negative -> loss 0
+    assert torch.allclose(nce2_loss(v3, mu, kappa, torch.zeros(3, dtype=torch.long)), torch.zeros(3), atol=1e-6)
+
+
+def test_mixture_posterior_is_bayes_rule():
+    z, mu = _unit(7, 3, seed=9), _unit(4, 3, seed=10)
+    kappa = torch.tensor([1.0, 5.0, 20.0, 50.0])
+    logw = torch.log(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    logc = torch.as_tensor(vmf_log_normalizer(3, kappa.double().numpy())).float()
+    joint = logw + logc + kappa * (z @ mu.T)
+    got = vmf_mixture_log_posterior(z, mu, kappa, logw)
+    assert torch.allclose(got, joint - joint.logsumexp(1, keepdim=True), atol=1e-5)
+
+
+# ---- the method's E/M steps and merging, on constructed embeddings --------------------------------
+def _method(n, d=16, **cfg):
+    cfg = resolve("siammm", "smoke", {"method": {"proj_dim": d, "pca_dim": d, **cfg}}).params
+    return SiamMM(cfg, DataSpec(in_channels=1, image_size=28, n_samples=n, backbone="small-cnn"))
+
+
+def _ctx(z, epoch):
+    return EpochContext(epoch=epoch, map_dataset=lambda fn: z, all_reduce=lambda t: t, log=lambda m: None)
+
+
+def _blobs(centers, kappas, n_each, seed=0):
+    pts = [torch.as_tensor(vmf_sample(c, k, n_each, seed=seed + i)).float()
+           for i, (c, k) in enumerate(zip(centers, kappas))]
+    return torch.cat(pts), torch.arange(len(centers)).repeat_interleave(n_each)
+
+
+def test_kappa_is_larger_for_tighter_clusters():
+    d = 16
+    centers = np.eye(d)[:3]
+    z, _ = _blobs(centers, [30.0, 150.0, 600.0], 200)
+    for kind in ("mle", "pca"):
+        m = _method(len(z), d, kappa=kind, pca_dim=8 if kind == "pca" else d)
+        m._estep_mstep(z, torch.as_tensor(centers).float())
+        order = m.mu @ torch.as_tensor(centers).float().T  # which estimated cluster is which blob
+        k = m.kappa[order.argmax(0)]
+        assert k[0] < k[1] < k[2], (kind, k)
+    m = _method(len(z), d, kappa="constant", kappa_const=7.0)
+    m._estep_mstep(z, torch.as_tensor(centers).float())
+    assert torch.all(m.kappa == 7.0)
+
+
+def test_estep_uses_the_previous_epochs_centroids(monkeypatch):
+    d = 16
+    centers = np.eye(d)[:4]
+    z, y = _blobs(centers, [80.0] * 4, 100)
+    m = _method(len(z), d, merge=False, n_nearest=2)
+    m.start_epoch(1)
+    m.end_epoch(_ctx(z, 1))                      # "Initial": k-means
+    previous = m.mu.clone()
+    seen = {}
+    real = siammm_mod.spherical_kmeans
+
+    def spy(x, K, **kw):
+        seen["init"] = kw.get("init")
+        return real(x, K, **kw)
+
+    monkeypatch.setattr(siammm_mod, "spherical_kmeans", spy)
+    m.start_epoch(2)
+    m.end_epoch(_ctx(z, 2))
+    assert seen["init"] is not None and torch.allclose(torch.as_tensor(seen["init"]).float(), previous)
+    # kmeans_iters = 0: A(x) is exactly the nearest previous centroid
+    m.cfg.kmeans_iters = 0
+    prev = m.mu.clone()
+    shifted = F.normalize(z + 0.3 * _unit(len(z), d, seed=11), dim=1)
+    m.end_epoch(_ctx(shifted, 3))
+    assert torch.equal(m.assign[:, 0], (shifted @ prev.T).argmax(1))
+    assert m.assign.shape == (len(z), 2) and torch.all(m.assign[:, 0] != m.assign[:, 1])
+    # "reinit": no warm start
+    m.cfg.kmeans_iters, m.cfg.centroid_update = 5, "reinit"
+    m.end_epoch(_ctx(z, 4))
+    assert seen["init"] is None
+
+
+def test_merging_reduces_k_and_keeps_assignments_consistent():
+    d = 16
+    # 3 true groups, each split into 2 nearly identical centroids -> 6 clusters that should merge to 3
+    base = torch.eye(d)[:3]
+    z, y = _blobs(base.numpy(), [200.0] * 3, 150)
+    m = _method(len(z), d, n_clusters=6, zeta=-1.0, n_nearest=1, cluster_start_epoch=2)
+    split = F.normalize(torch.cat([base + 0.05 * _unit(3, d, seed=12), base - 0.05 * _unit(3, d, seed=12)]), dim=1)
+    m._estep_mstep(z, split)
+    assert m.n_clusters == 6
+    logs = m.end_epoch(_ctx(z, 2))               # epoch 2 trained with the clusters -> merge
+    assert logs["merged"] == 3 and logs["K"] == 3 == m.n_clusters
+    assert m.mu.shape == (3, d) and m.kappa.shape == (3,) and m.log_frac.shape == (3,)
+    assert int(m.assign.max()) < 3
+    # consistent mapping: each true group is exactly one cluster
+    a = m.assign[:, 0]
+    for g in range(3):
+        assert len(torch.unique(a[y == g])) == 1
+    assert len(torch.unique(a)) == 3
+
+
+def test_fixed_k_without_merge_and_min_clusters():
+    d = 16
+    base = torch.eye(d)[:3]
+    z, _ = _blobs(base.numpy(), [200.0] * 3, 100)
+    split = F.normalize(torch.cat([base + 0.05 * _unit(3, d, seed=12), base - 0.05 * _unit(3, d, seed=12)]), dim=1)
+    m = _method(len(z), d, merge=False, n_nearest=1)
+    m._estep_mstep(z, split)
+    assert m.end_epoch(_ctx(z, 2))["K"] == 6
+    m = _method(len(z), d, zeta=-1.0, n_nearest=1, min_clusters=4)
+    m._estep_mstep(z, split)
+    assert m.end_epoch(_ctx(z, 2))["K"] == 6     # the merge would go below min_clusters: skipped
+
+
+def test_load_state_dict_resizes_k_dependent_buffers():
+    d = 16
+    z, _ = _blobs(np.eye(d)[:3], [100.0] * 3, 50)
+    a = _method(len(z), d)
+    a._estep_mstep(z, torch.eye(d)[:3])
+    b = _method(len(z), d)
+    assert not b.initialized
+    b.load_state_dict(a.state_dict())
+    assert b.n_clusters == 3 and torch.equal(b.mu, a.mu) and torch.equal(b.assign, a.assign)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="method.cluster_start_epoch"):
+        resolve("siammm", "smoke", {"method": {"cluster_start_epoch": 1}})
+    with pytest.raises(ConfigError, match="method.kappa"):
+        resolve("siammm", "smoke", {"method": {"kappa": "bessel"}})
+    for prof in ("smoke", "cpu", "gpu", "paper"):
+        resolve("siammm", prof)
+
+
+# ---- evaluation helpers ----------------------------------------------------------------------------
+def test_linear_probe_and_knn_on_separable_data():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 8, generator=g) * 5
+    y = torch.arange(3).repeat(40)
+    x = centers[y] + 0.3 * torch.randn(120, 8, generator=g)
+    tr = torch.arange(120) < 90
+    assert linear_probe_acc(x[tr], y[tr], x[~tr], y[~tr]) == 1.0
+    assert knn_acc(x[tr], y[tr], x[~tr], y[~tr], k=5) == 1.0
+    # weighted vs majority: one very close neighbour of class 1 against two far ones of class 0
+    xtr = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    ytr = torch.tensor([1, 0, 0])
+    xte, yte = torch.tensor([[1.0, 0.05]]), torch.tensor([1])
+    assert knn_acc(xtr, ytr, xte, yte, k=3, weighting="weighted") == 1.0
+    assert knn_acc(xtr, ytr, xte, yte, k=3, weighting="majority") == 0.0
+
+
+# ---- a smoke run: the loss goes down, K is logged per epoch, resume after K changed ---------------
+class Killed(Exception):
+    pass
+
+
+def test_smoke_run_logs_k_and_resumes_after_merging(tmp_path):
+    cfg = resolve("siammm", "smoke", {"train": {"num_threads": 1}})
+    ref = engine.train(cfg, tmp_path / "ref")
+    rows = [json.loads(line) for line in (tmp_path / "ref" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    ks = [r["K"] for r in rows]
+    assert ks[0] == cfg.params.n_clusters and ks[-1] < ks[0]           # merged after epoch 2
+    assert rows[-1]["loss_inst"] < rows[0]["loss_inst"]
+    assert "loss_cluster" in rows[1] and "loss_cluster" not in rows[0]
+    assert 0.0 <= ref["acc"] <= 1.0
+
+    steps = (cfg.train.subset // cfg.train.batch_size)
+
+    def hook(step):
+        if step == 2 * steps + 2:   # in epoch 3, after K changed at the end of epoch 2
+            raise Killed
+
+    with pytest.raises(Killed):
+        engine.train(cfg, tmp_path / "run", step_hook=hook)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["method"]["mu"].shape[0] == ks[1] != cfg.params.n_clusters
+    resumed = engine.train(cfg, tmp_path / "run", resume=True)
+    for key in ("acc", "nmi", "ari", "ami"):
+        assert resumed[key] == pytest.approx(ref[key])
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)["method"]
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["method"]
+    assert a["mu"].shape == b["mu"].shape
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
