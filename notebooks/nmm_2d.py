@@ -150,7 +150,7 @@ for name in datasets:
             ax.set_title(f"{'normalized' if normalize else 'un-normalized'}: h of node {c + 1}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-            fig.colorbar(cs, ax=ax, shrink=0.8, format="%.2f")
+            fig.colorbar(cs, ax=ax, shrink=0.8, format="%.3g")
     viz.savefig(fig, f"nmm_2d_densities_{name}", figures_dir, experiment=EXP, clusters=shown_clusters,
                 runs={str(n): run_dirs[(name, n)] for n in (True, False)})
 
