@@ -198,7 +198,8 @@ class Trainer:
                    disable=not (self.train_cfg.progress and dist.is_main()))
         for step, idx in enumerate(bar):
             x = s.images[idx.to(s.device)]
-            views = [s.augmenter(x, self.gen_aug) for _ in range(method.n_views)]
+            views = [s.augmenter.clean(x) if v in method.clean_views else s.augmenter(x, self.gen_aug)
+                     for v in range(method.n_views)]
             loss = self.train_step(views, idx, step, sums)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")

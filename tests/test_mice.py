@@ -236,3 +236,24 @@ def test_smoke_run_lowers_loss_predicts_posteriors_and_resumes_queue(tmp_path):
     b = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["method"]
     for name in ("queue.ptr", "queue.data", "mu", "omega"):
         assert torch.equal(a[name], b[name]), name
+
+
+def test_mu_update_none_and_app_e_sgd_end_of_epoch():
+    """mu_update='none' leaves μ alone (Tab. 3 row (a)); App. E's end-of-epoch SGD on μ alone, with the
+    networks frozen, raises the ELBO on the clean data and keeps μ on the sphere."""
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    ctx = EpochContext(epoch=1, map_dataset=lambda fn: torch.cat([fn(x[:32]), fn(x[32:])]),
+                       all_reduce=lambda t: t, log=lambda s: None)
+    m = MiCE(resolve("mice", "smoke", {"method": {"mu_update": "none"}}).params, _spec())
+    before = m.mu.detach().clone()
+    m.end_epoch(ctx)
+    assert torch.equal(m.mu.detach(), before)
+
+    m = MiCE(resolve("mice", "smoke", {"method": {"mu_update": "sgd_end_of_epoch", "mu_sgd_lr": 0.5,
+                                                  "mu_sgd_batch_size": 16}}).params, _spec()).eval()
+    start = m.posterior(x)["elbo"].mean()
+    logs = m.end_epoch(ctx)
+    assert 1 <= logs["mu_sgd_passes"] <= 20
+    torch.testing.assert_close(m.mu.detach().norm(dim=-1), torch.ones(m.cfg.n_clusters))
+    assert m.posterior(x)["elbo"].mean() > start

@@ -19,7 +19,9 @@ def test_paired_and_without_outputs(name):
     nb = json.loads(ipynb.read_text())
     assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{name} has outputs"
     paired = jupytext.read(py)
-    code = lambda cells: [c["source"].strip() for c in cells if c["cell_type"] == "code"]  # noqa: E731
+    def code(cells):
+        return ["".join(c["source"]).strip() for c in cells if c["cell_type"] == "code"]
+
     assert code(paired.cells) == code(nb["cells"]), f"{name}.ipynb is out of sync: run jupytext --sync"
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
 

@@ -151,6 +151,9 @@ def test_kappa_is_larger_for_tighter_clusters():
     m = _method(len(z), d, kappa="constant", kappa_const=7.0)
     m._estep_mstep(z, torch.as_tensor(centers).float())
     assert torch.all(m.kappa == 7.0)
+    m = _method(len(z), d, kappa="shared", pca_dim=8)
+    m._estep_mstep(z, torch.as_tensor(centers).float())
+    assert torch.allclose(m.kappa, m.kappa.mean().expand(3))
 
 
 def test_estep_uses_the_previous_epochs_centroids(monkeypatch):

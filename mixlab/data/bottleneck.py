@@ -13,7 +13,7 @@ deviation (one scale for both axes, so the geometry is kept).
 
 Features are cached in ``$MIXLAB_DATA`` (else ``./data``) as ``fashion-bottleneck2d/<key>.npz``,
 ``key`` naming every setting, so building runs once (~30 s of CPU time for 10,000 images; ~82% training accuracy).
-Importing this module registers the data set in :data:`mixlab.data.DATASETS` (the NMM method
+Importing mixlab.data registers the data set in :data:`mixlab.data.DATASETS` (the NMM method
 imports it).
 """
 from __future__ import annotations

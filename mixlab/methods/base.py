@@ -47,6 +47,7 @@ class Method(nn.Module):
     Config: ClassVar[type]
     PROFILES: ClassVar[dict] = {}
     n_views: int = 2
+    clean_views: tuple[int, ...] = ()   # views fed un-augmented (``augmenter.clean``), e.g. NMM's original
     stages: tuple[str, ...] = ("main",)
 
     def __init__(self, cfg, spec: DataSpec):

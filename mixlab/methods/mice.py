@@ -238,13 +238,15 @@ class MiCE(Method):
         was_training = self.training
         self.eval()
 
+        @torch.no_grad()
         def features(x):
-            f = self.student(x).flatten(1)
+            h = self.student.backbone(x)
+            f = self.student.experts(h).flatten(1)
             v = self.teacher(x).flatten(1)
-            g = self.gating(x)
+            g = self.gating_head(h)
             return torch.cat([f.float(), v.float(), g.float()], dim=1)
 
-        feats = ctx.map_dataset(features)
+        feats = ctx.map_dataset(features).detach()
         self.train(was_training)
         f_all, v_all, g_all = feats.split([K * d, K * d, d], dim=1)
         f_all, v_all = f_all.reshape(-1, K, d), v_all.reshape(-1, K, d)

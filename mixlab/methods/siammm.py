@@ -85,8 +85,11 @@ class SiamMMConfig:
                                       # (detached); True lets the gradient flow through pi as well
     loss_normalizer: bool = False     # add log c_d(kappa_k) inside Eq. 9 (the exact vMF mixture NLL); the
                                       # paper's Eq. 9 omits it (False)
-    kappa: str = "pca"                # "mle" (Eq. 7), "pca" (Eq. 16, App. C.1; the paper's setting) or
-                                      # "constant" (= kappa_const for every cluster: the §6.5 ablation)
+    kappa: str = "pca"                # "mle" (Eq. 7), "pca" (Eq. 16, App. C.1; the paper's setting),
+                                      # "shared" (every cluster gets the mean of the Eq. 16 estimates) or
+                                      # "constant" (= kappa_const). §6.5 ablates "per-cluster kappa vs a
+                                      # constant number" without giving the number: "shared" is mixlab's
+                                      # version of that ablation (same scale, no per-cluster variation)
     pca_dim: int = 150                # d^PCA of Eq. 16 (paper: 150 of 256 dims), capped at proj_dim
     kappa_const: float = 10.0         # kappa of every cluster when kappa="constant" (paper: unspecified)
     kappa_max: float | None = None    # mixlab's choice: optional cap on kappa-hat (Eq. 7 diverges as
@@ -146,7 +149,7 @@ class SiamMMConfig:
             check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
         check_positive("method.kappa_max", self.kappa_max)
         check_choice("method.alpha", self.alpha, ("uniform", "size"))
-        check_choice("method.kappa", self.kappa, ("mle", "pca", "constant"))
+        check_choice("method.kappa", self.kappa, ("mle", "pca", "shared", "constant"))
         check_choice("method.mstep", self.mstep, ("hard", "soft"))
         check_choice("method.cluster_features", self.cluster_features, ("momentum", "online"))
         check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
@@ -381,14 +384,16 @@ class SiamMM(Method):
             weights = torch.zeros(len(z), K, dtype=torch.float64)
             weights.scatter_(1, idx, pi.double())
             mu, kappa = vmf_mle(z.double(), weights)
-            if cfg.kappa == "pca":
+            if cfg.kappa in ("pca", "shared"):
                 kappa = pca_kappa(z.double(), weights, n_components=cfg.pca_dim)
             mass = weights.sum(0)
         else:
             mu, kappa = vmf_mle(z.double(), labels=labels, K=K)  # Eq. 5-7 with one-hot p(k|v)
-            if cfg.kappa == "pca":
+            if cfg.kappa in ("pca", "shared"):
                 kappa = pca_kappa(z.double(), labels=labels, K=K, n_components=cfg.pca_dim)  # Eq. 16
             mass = torch.bincount(labels, minlength=K).double()
+        if cfg.kappa == "shared":
+            kappa = torch.full((K,), float(kappa.mean()), dtype=torch.float64)
         if cfg.kappa == "constant":
             kappa = torch.full((K,), cfg.kappa_const, dtype=torch.float64)
         if cfg.kappa_max is not None:
