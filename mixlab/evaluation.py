@@ -34,20 +34,24 @@ def linear_probe_acc(features_train, y_train, features_test, y_test, *, C: float
                      standardize: bool = True) -> float:
     """Test accuracy (fraction) of a logistic-regression classifier fitted on frozen train features.
 
-    ``C`` is scikit-learn's inverse L2 strength; features are standardised with the train
-    mean/std when ``standardize`` (the probe is then insensitive to the feature scale).
+    ``C`` is scikit-learn's inverse L2 strength (its default, 1.0); features are standardised with
+    the train mean/std when ``standardize`` (the probe is then insensitive to the feature scale).
+    BLAS runs single-threaded here: L-BFGS makes hundreds of small matrix products, and on a busy
+    2-core machine OpenBLAS's thread hand-offs made them ~50x slower than one thread.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     xtr, xte = _np(features_train, np.float64), _np(features_test, np.float64)
     ytr, yte = _np(y_train, np.int64), _np(y_test, np.int64)
     if standardize:
         scaler = StandardScaler().fit(xtr)
         xtr, xte = scaler.transform(xtr), scaler.transform(xte)
-    clf = LogisticRegression(C=C, max_iter=max_iter)
-    clf.fit(xtr, ytr)
-    return float((clf.predict(xte) == yte).mean())
+    with threadpool_limits(limits=1, user_api="blas"):
+        clf = LogisticRegression(C=C, max_iter=max_iter)
+        clf.fit(xtr, ytr)
+        return float((clf.predict(xte) == yte).mean())
 
 
 def knn_acc(features_train, y_train, features_test, y_test, *, k: int = 20, weighting: str = "weighted",

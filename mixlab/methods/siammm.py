@@ -260,7 +260,7 @@ class SiamMM(Method):
         if cfg.inst_loss == "none" and not active:
             # nothing to train before the first centroids: a zero loss that touches every parameter
             zero = sum(p.sum() for p in self.optimizer_groups()["main"]) * 0.0
-            return {"loss": zero, "loss_inst": zero.detach(), "loss_cluster": zero.detach()}
+            return {"loss": zero}
         x1, x2 = views
         z1, z2 = self.encoder(x1), self.encoder(x2)          # E(x): projection outputs
         v1, v2 = self.predictor(z1), self.predictor(z2)      # v = g(E(x))
