@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,6 +13,17 @@ from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher
 from mixlab.methods.moco import MoCo
 from mixlab.mixture.mice import info_nce
+from test_mice import train_steps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These small steps run fastest on one thread, and on a shared 2-core machine two OpenMP threads
+    can be many times slower (each parallel region waits for a descheduled thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_queue_is_fifo_and_wraps():
@@ -92,16 +104,26 @@ def test_predict_is_nearest_centroid_one_hot_or_soft():
     assert torch.equal(soft.argmax(1), post.argmax(1))
 
 
-def test_smoke_run_lowers_loss_and_resumes_queue(tmp_path):
-    cfg = resolve("moco", "smoke", {"train": {"epochs": 3, "num_threads": 2}, "method": {"queue_size": 320}})
+def test_training_lowers_the_loss_on_fashion_mnist():
+    losses = train_steps("moco", {"method": {"queue_size": 128}})
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.05, losses
+
+
+def test_smoke_run_clusters_and_checkpoints_queue(tmp_path):
+    cfg = resolve("moco", "smoke", {"train": {"num_threads": 1}, "method": {"queue_size": 320}})
     result = engine.train(cfg, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert all(np.isfinite(r["loss"]) and "kmeans_obj" in r for r in rows)
     post = np.load(tmp_path / "run" / "predictions.npz")["posterior"].astype(np.float64)
     assert post.shape == (512, 10)
     np.testing.assert_allclose(post.sum(1), 1.0)
     assert 0.0 <= result["acc"] <= 1.0
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["method"]
     steps = 512 // cfg.train.batch_size
-    assert int(state["queue.ptr"]) == (3 * steps * cfg.train.batch_size) % 320
+    assert int(state["queue.ptr"]) == (cfg.train.epochs * steps * cfg.train.batch_size) % 320
     assert bool(state["has_centroids"])
+    setup = engine.build(cfg)
+    setup.method.load_state_dict(state)
+    assert torch.equal(setup.method.queue.ptr, state["queue.ptr"])
+    assert torch.equal(setup.method.centroids, state["centroids"])
