@@ -126,8 +126,9 @@ def test_eq13_is_one_spherical_kmeans_step_under_a1_a4():
     spherical k-means: the normalized mean of the assigned teacher embeddings."""
     gen = torch.Generator().manual_seed(7)
     centers = _unit(K, D, gen=gen)
-    v = F.normalize(centers.repeat(20, 1) + 0.3 * torch.randn(20 * K, D, generator=gen, dtype=torch.float64), dim=-1)
-    f, mu = _unit(len(v), D, gen=gen), F.normalize(centers + 0.2 * torch.randn(K, D, generator=gen, dtype=torch.float64), dim=-1)
+    noise = lambda n, s: s * torch.randn(n, D, generator=gen, dtype=torch.float64)  # noqa: E731
+    v = F.normalize(centers.repeat(20, 1) + noise(20 * K, 0.3), dim=-1)
+    f, mu = _unit(len(v), D, gen=gen), F.normalize(centers + noise(K, 0.2), dim=-1)
     out = mice_objective(_shared(f), _shared(v), _unit(len(v), D, gen=gen), mu, _unit(K, D, gen=gen), None,
                          tau=0.5, kappa=1.0, uniform_prior=True, class_level=True)
     z = hard_assignments(out["log_q"])

@@ -42,7 +42,13 @@ Where the paper is silent (mixlab's choices):
   objective in μ is deterministic and "convergence" is well defined): plain SGD with learning rate
   ``mu_sgd_lr`` on -ELBO in minibatches of ``mu_sgd_batch_size``, until the relative change of the
   per-pass mean -ELBO is below ``mu_sgd_tol`` or after ``mu_sgd_max_passes`` (20, App. E) passes.
-* The queue must not be longer than the dataset (ν <= N, as in the paper's Eq. 2).
+* The queue must not be longer than the dataset (ν <= N, as in the paper's Eq. 2). It starts as
+  random unit vectors (MoCo's choice; identical across experts under A4, as A4's keys are).
+* Eq. (10) prints Z in the numerator and Ẑ in the denominator; we read it as Ẑ in both, the only
+  reading under which q sums to 1.
+* Profiles: the paper's τ = κ = 1 and lr 1.0 are kept for ``paper``; ``smoke``/``cpu`` use 16 px
+  Fashion-MNIST, τ = 0.2, κ = 1, lr 0.2, m = 0.99, chosen by a small sweep at the cpu budget
+  (about 150-230 steps), where τ = 1 barely moves the embeddings away from their collapsed start.
 """
 from __future__ import annotations
 
