@@ -251,6 +251,11 @@ class Trainer:
 
     def end_of_epoch(self, train_logs: dict, seconds: float) -> dict:
         t = self.train_cfg
+        if dist.is_distributed():  # BatchNorm statistics of rank 0 everywhere: every rank evaluates one model
+            for module in self.s.method.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                    for buf in (module.running_mean, module.running_var, module.num_batches_tracked):
+                        dist.broadcast_(buf)
         ctx = EpochContext(epoch=self.epoch, map_dataset=self.map_dataset, all_reduce=dist.all_reduce_sum,
                            log=self.log)
         extra = self.s.method.end_epoch(ctx)

@@ -16,7 +16,7 @@ def _torchrun(args, tmp_path, timeout=240):
 
 
 @pytest.mark.parametrize("method, extra", [
-    ("mice", ["--set", "queue_size=128", "--set", "epochs=3"]),
+    ("mice", ["--set", "queue_size=256", "--set", "epochs=4", "--set", "subset=2048"]),
     ("siammm", ["--set", "epochs=3"]),
 ])
 def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):

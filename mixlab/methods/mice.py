@@ -222,12 +222,14 @@ class MiCE(Method):
 
     def end_epoch(self, ctx: EpochContext) -> dict:
         cfg = self.cfg
-        counts = ctx.all_reduce(self.mu_count.clone())
+        self.mu_count.copy_(ctx.all_reduce(self.mu_count))   # global Eq. 13 statistics on every rank
+        self.mu_sum.copy_(ctx.all_reduce(self.mu_sum))
+        counts = self.mu_count.clone()
         logs = {"n_empty_hard": float((counts == 0).sum()),
                 "max_hard_frac": float(counts.max() / counts.sum().clamp_min(1))}
         old = F.normalize(self.mu.detach().float(), dim=-1)
         if cfg.mu_update == "analytical":
-            sums = ctx.all_reduce(self.mu_sum.clone())
+            sums = self.mu_sum.clone()
             new, empty = analytical_mu(sums, counts, old)
             if bool(empty.any()):
                 ctx.log(f"MiCE Eq. 13: cluster(s) {empty.nonzero().flatten().tolist()} got no hard"
