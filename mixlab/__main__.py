@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         result = engine.train(cfg, args.out, resume=args.resume)
+        from mixlab import distributed
+        distributed.shutdown()  # only after success: a failed rank must not wait at a barrier
         print(json.dumps({k: result[k] for k in ("acc", "nmi", "ari", "ami")}))
         return 0
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss, CheckpointError) as exc:

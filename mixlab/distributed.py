@@ -54,3 +54,11 @@ def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(x, src)
     return x
+
+
+def shutdown() -> None:
+    """Wait for every process, then leave the group: a rank that exits while its peer still talks
+    to it makes gloo abort the peer (SIGABRT) at interpreter exit."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
