@@ -16,3 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def repo():
     return REPO
+
+
+@pytest.fixture
+def one_thread():
+    """Small steps run fastest on one thread; on a shared 2-core machine two OpenMP threads can be
+    many times slower (each parallel region waits for a descheduled thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,14 +18,7 @@ from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_like
                                  hard_assignments, info_nce, mice_objective)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small steps run fastest on one thread, and on a shared 2-core machine two OpenMP threads
-    can be many times slower (each parallel region waits for a descheduled thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 B, K, D, NU = 12, 5, 8, 40
 

@@ -16,14 +16,7 @@ from mixlab.mixture.mice import info_nce
 from test_mice import train_steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These small steps run fastest on one thread, and on a shared 2-core machine two OpenMP threads
-    can be many times slower (each parallel region waits for a descheduled thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_queue_is_fifo_and_wraps():
