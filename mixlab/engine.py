@@ -26,7 +26,7 @@ from mixlab.data import load as load_dataset
 from mixlab.data.augment import make_augmenter
 from mixlab.methods import get_method
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.metrics import cluster_sizes, evaluate
+from mixlab.metrics import cluster_sizes, evaluate, silhouette_cosine
 from mixlab.provenance import provenance
 
 
@@ -229,14 +229,20 @@ class Trainer:
         sizes = cluster_sizes(pred, post.shape[1])
         metrics["n_nonempty"] = int((sizes > 0).sum())
         metrics["max_cluster_frac"] = float(sizes.max() / len(pred))
+        idx = self.fixed_subsample()  # label-free model-selection score, on the same points every epoch
+        metrics["silhouette"] = silhouette_cosine(self.map_dataset(method.embed, idx).cpu(), pred[idx])
         method.train()
         return metrics, post
 
+    def fixed_subsample(self) -> torch.Tensor:
+        """Sorted indices of ``snapshot_size`` images, the same for every run on this dataset."""
+        n = len(self.s.images)
+        g = torch.Generator().manual_seed(12345)
+        return torch.randperm(n, generator=g)[: min(self.train_cfg.snapshot_size, n)].sort().values
+
     def snapshot(self, epoch: int) -> None:
         """Save embeddings and posteriors of a fixed subsample (for t-SNE / histograms)."""
-        method, n = self.s.method, len(self.s.images)
-        g = torch.Generator().manual_seed(12345)
-        idx = torch.randperm(n, generator=g)[: min(self.train_cfg.snapshot_size, n)].sort().values
+        method, idx = self.s.method, self.fixed_subsample()
         method.eval()
         emb = self.map_dataset(method.embed, idx).cpu().numpy()
         post = self.map_dataset(method.predict, idx).cpu().numpy()

@@ -12,9 +12,10 @@ from sklearn.metrics import (
     adjusted_mutual_info_score,
     adjusted_rand_score,
     normalized_mutual_info_score,
+    silhouette_score,
 )
 
-__all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes"]
+__all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes", "silhouette_cosine"]
 
 
 def _labels(a, name: str) -> np.ndarray:
@@ -98,3 +99,16 @@ def cluster_sizes(y_pred, K: int | None = None) -> np.ndarray:
     if p.size and p.min() < 0:
         raise ValueError("cluster labels must be non-negative")
     return np.bincount(p, minlength=0 if K is None else int(K)).astype(np.int64)
+
+
+def silhouette_cosine(embedding, y_pred) -> float:
+    """Mean silhouette (Rousseeuw 1987) of a partition under cosine distance: the label-free
+    score mixlab selects hyper-parameters by (``benchmarks/select_hparams.py``); no ground truth
+    is involved. ``nan`` when the partition has fewer than two non-empty clusters."""
+    p = _labels(y_pred, "y_pred")
+    emb = np.asarray(embedding.detach().cpu() if hasattr(embedding, "detach") else embedding, dtype=np.float64)
+    if emb.shape[0] != p.size:
+        raise ValueError(f"embedding has {emb.shape[0]} rows but y_pred has {p.size} labels")
+    if np.unique(p).size < 2 or np.unique(p).size >= p.size:
+        return float("nan")
+    return float(silhouette_score(emb, p, metric="cosine"))
