@@ -33,7 +33,8 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 def trainer_for(method: str, backbone: str, device: str, batch: int, image_size: int | None) -> engine.Trainer:
     profile = "gpu" if device == "cuda" else "cpu"
     cfg = resolve(method, profile, {"train": {"backbone": backbone, "batch_size": batch, "progress": False,
-                                              "subset": max(4 * batch, 4096), "image_size": image_size}})
+                                              "subset": None if device == "cuda" else 4096,  # gpu queues hold 16384 keys
+                                              "image_size": image_size}})
     return engine.Trainer(engine.build(cfg), Path("/tmp/mixlab-bench"))
 
 
