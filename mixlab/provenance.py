@@ -10,18 +10,25 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+CODE = ("mixlab", "notebooks", "benchmarks", "pyproject.toml", "requirements.txt")
 
 
 def git_commit() -> str:
-    """Short commit hash of the working tree, with '+dirty' if it has uncommitted changes."""
+    """Short commit hash of the working tree, with '+dirty' if its code (``CODE``) has uncommitted
+    changes; results and figures rewritten by a run in progress do not count.
+
+    ``$MIXLAB_COMMIT`` wins when set: a copy of the tree on another machine (the lent GPU) may carry
+    a stale ``.git``, so the command that ships it names the commit it ships."""
+    if os.environ.get("MIXLAB_COMMIT"):
+        return os.environ["MIXLAB_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=REPO,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("MIXLAB_COMMIT", "unknown")
-    return (sha or os.environ.get("MIXLAB_COMMIT", "unknown")) + ("+dirty" if dirty and sha else "")
+        return "unknown"
+    return (sha or "unknown") + ("+dirty" if dirty and sha else "")
 
 
 def device_name(device: torch.device | str | None = None) -> str:
