@@ -56,6 +56,16 @@ def broadcast_(x: torch.Tensor, src: int = 0) -> torch.Tensor:
     return x
 
 
+def broadcast_tensors(tensors: dict[str, torch.Tensor], src: int = 0) -> dict[str, torch.Tensor]:
+    """``src``'s tensors on every rank, whatever their shapes were elsewhere (a clustering step whose
+    K may differ between ranks runs on ``src`` alone and is shared this way)."""
+    if not is_distributed():
+        return tensors
+    box = [{k: v.cpu() for k, v in tensors.items()} if rank() == src else None]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
 def shutdown() -> None:
     """Wait for every process, then leave the group: a rank that exits while its peer still talks
     to it makes gloo abort the peer (SIGABRT) at interpreter exit."""

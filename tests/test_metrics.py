@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab.metrics import cluster_acc, cluster_sizes, contingency, evaluate, majority_acc
+from mixlab.metrics import cluster_acc, cluster_sizes, contingency, evaluate, majority_acc, silhouette_cosine
 
 
 def _brute_force_acc(y_true, y_pred) -> float:
@@ -92,3 +92,16 @@ def test_cluster_sizes():
     assert cluster_sizes([0, 1], K=5).dtype == np.int64
     with pytest.raises(ValueError):
         cluster_sizes([-1, 0])
+
+
+def test_silhouette_cosine_ranks_separated_above_random_and_rejects_one_cluster():
+    rng = np.random.default_rng(0)
+    centers = np.eye(8)[:4] * 10
+    y = np.repeat(np.arange(4), 50)
+    emb = centers[y] + rng.normal(size=(200, 8))
+    good = silhouette_cosine(emb, y)
+    shuffled = silhouette_cosine(emb, rng.permutation(y))
+    assert good > 0.7 and abs(shuffled) < 0.1
+    assert np.isnan(silhouette_cosine(emb, np.zeros(200, dtype=int)))
+    with pytest.raises(ValueError, match="rows"):
+        silhouette_cosine(emb[:10], y)

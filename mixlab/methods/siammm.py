@@ -171,7 +171,7 @@ class SiamMM(Method):
 
     Config = SiamMMConfig
     n_views = 2
-    _DYNAMIC = ("mu", "kappa", "log_frac", "assign")  # buffers whose shape follows K
+    _DYNAMIC = ("mu", "kappa", "log_frac", "assign")  # buffers whose shape follows K (fitted on rank 0)
 
     # cpu/gpu/smoke train with plain SGD, hence kappa_normalize (see the field); zeta was picked on the
     # cpu profile so that K settles near the number of classes (the paper: "adjust this parameter
@@ -326,11 +326,25 @@ class SiamMM(Method):
         return int(torch.randint(0, 2**31 - 1, (1,)).item())  # torch RNG: restored on resume
 
     def end_epoch(self, ctx: EpochContext) -> dict:
-        cfg = self.cfg
         was_training = self.training
         self.eval()
         z = ctx.map_dataset(self._cluster_embed).cpu()       # [N, d] clean, normalised embeddings
         self.train(was_training)
+        if dist.is_main():  # faiss k-means is not bit-reproducible across processes: rank 0 fits,
+            logs = self._fit_mixture(z, ctx.epoch)  # every rank takes its mixture (same K everywhere)
+        shared = dist.broadcast_tensors({k: self._buffers[k] for k in self._DYNAMIC})
+        for k, v in shared.items():
+            self._buffers[k] = v.to(self.mu.device)
+        if not dist.is_main():
+            logs = {}
+        logs.update(self._stats())
+        ctx.log(f"SiamMM: K={logs['K']} kappa mean {logs['kappa_mean']:.1f}"
+                f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}]")
+        return logs
+
+    def _fit_mixture(self, z: torch.Tensor, epoch: int) -> dict:
+        """Merge (Eq. 11), cluster (§4.3) and fit the vMF mixture (Eq. 5-7) on this epoch's embeddings."""
+        cfg = self.cfg
         logs: dict = {}
         merge_from = cfg.merge_start_epoch or cfg.cluster_start_epoch
         if not self.initialized:                              # "Initial: cluster centroids"
@@ -340,7 +354,7 @@ class SiamMM(Method):
         else:
             centroids = self.mu.cpu()
             logs["merged"] = 0
-            if cfg.merge and ctx.epoch >= merge_from and len(centroids) > cfg.min_clusters:  # Eq. 11
+            if cfg.merge and epoch >= merge_from and len(centroids) > cfg.min_clusters:  # Eq. 11
                 sizes = self.log_frac.cpu().double().exp()
                 merged, _ = merge_clusters(centroids, cfg.zeta, sizes=sizes, mode=cfg.merge_mode)
                 if len(merged) >= cfg.min_clusters:
@@ -348,9 +362,6 @@ class SiamMM(Method):
                     centroids = merged
             centroids = self._cluster(z, centroids)           # E-step clustering (§4.3)
         self._estep_mstep(z, centroids)
-        logs.update(self._stats())
-        ctx.log(f"SiamMM: K={logs['K']} kappa mean {logs['kappa_mean']:.1f}"
-                f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}]")
         return logs
 
     def _cluster(self, z: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
