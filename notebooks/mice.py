@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,6 +38,7 @@ runs_dir = "runs"
 results_dir = "results"
 figures_dir = "figures"
 tsne_points = 1000     # snapshot points shown in the t-SNE panels
+embedding = "tsne"     # "tsne" (scikit-learn) or "umap" (umap-learn) for the 2-D maps
 
 # %%
 import time
@@ -50,7 +53,8 @@ torch.set_num_threads(2)
 t0 = time.time()
 EXP = "mice"
 RUNS = {"MiCE": "mice", "MoCo+skm": "moco"}          # run name -> method
-OVERRIDES = {"train": {"snapshot_epochs": [1, -1]}}  # keep epoch-1 and final embeddings/posteriors
+cfg = config.resolve("mice", profile)  # MoCo's profile has the same budget
+OVERRIDES = {"train": {"snapshot_epochs": sorted({1, max(1, cfg.train.epochs // 2), cfg.train.epochs})}}  # first, middle, last
 
 # %% [markdown]
 # ## Train both methods over the seeds (Table 1 in miniature)
@@ -62,13 +66,16 @@ for name, method in RUNS.items():
         rows.append(experiments.run(EXP, name, method, profile=profile, seed=seed, overrides=OVERRIDES,
                                     runs_dir=runs_dir, results_dir=results_dir))
 table = experiments.summarize(rows)
-cfg = config.resolve("mice", profile)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), backbone {cfg.train.backbone}, "
                              f"augment {cfg.train.augment}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
                              f"tau={cfg.params.tau}, kappa={cfg.params.kappa}, queue {cfg.params.queue_size}; "
                              f"mean ± std over {len(seeds)} seed(s).")
 print(experiments.format_table(table))
+fig, ax = plt.subplots(figsize=(6, 3.4))
+viz.bar_with_errors(ax, table)
+ax.set_title(f"MiCE vs MoCo + spherical k-means ({len(seeds)} seeds, mean ± std)")
+viz.savefig(fig, "mice_vs_moco_bars", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
 # %% [markdown]
 # ## Training curves
@@ -107,20 +114,24 @@ print(f"mean max-posterior: epoch {epochs[0]} {first['posterior'].max(1).mean():
       f"epoch {epochs[-1]} {last['posterior'].max(1).mean():.3f}")
 
 # %% [markdown]
-# ## Embeddings (MiCE Fig. 4–5)
+# ## Embeddings over training (MiCE Fig. 2, 4–5)
 #
-# t-SNE of MiCE's gating embeddings and MoCo's teacher embeddings (the ones k-means clusters),
-# coloured by the predicted cluster (top) and by the true class, unknown to both models (bottom).
+# 2-D maps of MiCE's gating embeddings and MoCo's teacher embeddings (the ones k-means clusters)
+# at the first, a middle and the last epoch, on the same fixed subsample: coloured by the predicted
+# cluster, then by the true class, which neither model ever sees.
 
 # %%
-fig, axes = plt.subplots(2, 2, figsize=(10, 9))
-for col, (name, path) in enumerate(runs0.items()):
-    snap = viz.load_snapshot(path, viz.snapshot_epochs(path)[-1])
-    n = min(tsne_points, len(snap["labels"]))
-    xy = viz.embed_2d(snap["embedding"][:n], "tsne", seed=0)
-    viz.scatter_2d(axes[0, col], xy, snap["posterior"][:n].argmax(1), title=f"{name}: predicted clusters")
-    viz.scatter_2d(axes[1, col], xy, snap["labels"][:n], title=f"{name}: true classes")
-viz.savefig(fig, "mice_tsne", figures_dir, experiment=EXP, profile=profile, runs=runs0, n=tsne_points)
+epochs = viz.snapshot_epochs(runs0["MiCE"])
+fig, axes = plt.subplots(2 * len(runs0), len(epochs), figsize=(4 * len(epochs), 7.5 * len(runs0)), squeeze=False)
+for row, (name, path) in enumerate(runs0.items()):
+    for col, epoch in enumerate(epochs):
+        snap = viz.load_snapshot(path, epoch)
+        n = min(tsne_points, len(snap["labels"]))
+        xy = viz.embed_2d(snap["embedding"][:n], embedding, seed=0)
+        viz.scatter_2d(axes[2 * row, col], xy, snap["posterior"][:n].argmax(1), title=f"{name}, epoch {epoch}: clusters")
+        viz.scatter_2d(axes[2 * row + 1, col], xy, snap["labels"][:n], title=f"{name}, epoch {epoch}: true classes")
+viz.savefig(fig, "mice_tsne", figures_dir, experiment=EXP, profile=profile, runs=runs0, n=tsne_points,
+            embedding=embedding, epochs=epochs)
 
 # %%
 print(f"mice notebook done in {time.time() - t0:.0f} s")
