@@ -34,3 +34,18 @@ def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):
         assert log[-1]["K"] < log[0]["K"] == 30
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
         ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "predictions.npz"]
+
+
+def test_shuffle_bn_round_trip_and_mixes_ranks(tmp_path):
+    """Keys come back in the caller's order (a row-wise teacher gives exactly teacher(x)), and a
+    BatchNorm teacher sees a shard mixed from both ranks (its outputs on rank 0 are no longer
+    centred on rank 0's own batch)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    out = tmp_path / "shuffle.json"
+    script = os.path.join(os.path.dirname(__file__), "ddp_shuffle_check.py")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           script, str(out)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["row_wise_exact"]
+    assert abs(result["bn_mean_local"]) < 1e-5 and abs(result["bn_mean_shuffled"]) > 0.1

@@ -60,7 +60,7 @@ from torch import nn
 
 from mixlab.config import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture.em import kl_categorical
 from mixlab.mixture.mice import (analytical_mu, assignment_sums, gating_log_prior, hard_assignments,
                                  mice_objective)
@@ -200,7 +200,7 @@ class MiCE(Method):
         x_f, x_v, x_g = views
         f = self.student(x_f)                        # [B, K, d]
         with torch.no_grad():
-            v = F.normalize(self.teacher(x_v).float(), dim=-1)  # [B, K, d], no gradient (Alg. 1)
+            v = F.normalize(shuffled_forward(self.teacher, x_v).float(), dim=-1)  # [B, K, d], no gradient (Alg. 1)
         g = self.gating(x_g)                         # [B, d]
         out = self._objective(f, v, g)
         loss = -out["elbo"].mean()                   # -ELBO (Eq. 11-12), per-sample average

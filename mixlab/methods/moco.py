@@ -18,7 +18,7 @@ linear map like one of MiCE's expert layers (``head_layers=1``; 2 gives MoCo v2'
 mixlab's choices (the paper is silent): k-means runs on the teacher (key) embeddings, as App. C
 analyses v; it is seeded by ``kmeans_seed + epoch``; before the first ``end_epoch`` (no centroids
 yet) ``predict`` clusters the batch it is given. Teacher BatchNorm statistics come from its own
-forward passes; there is no shuffle-BN (one process), as in MiCE's single-GPU setting.
+forward passes; under DDP the key batch is shuffled across ranks first (shuffle-BN, MoCo §3.3).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from torch import nn
 
 from mixlab.config import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.mice import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
@@ -103,7 +103,7 @@ class MoCo(Method):
         x_q, x_k = views
         f = self.student(x_q)
         with torch.no_grad():
-            v = F.normalize(self.teacher(x_k).float(), dim=-1)
+            v = F.normalize(shuffled_forward(self.teacher, x_k).float(), dim=-1)  # shuffle-BN under DDP
         with torch.autocast(device_type=f.device.type, enabled=False):
             log_p = info_nce(f.float(), v, self.queue.data.float(), self.cfg.tau)  # Eq. (2)
         self._keys = v

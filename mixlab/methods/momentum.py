@@ -2,6 +2,8 @@
 
 * :func:`make_teacher` / :func:`ema_update_`: the teacher network f_θ' is an exponential moving
   average of the student f_θ, θ' <- m θ' + (1 - m) θ (MoCo; MiCE App. D, m = 0.999).
+* :func:`shuffled_forward`: MoCo's shuffle-BN, so that under DDP the teacher's BatchNorm cannot
+  read which keys belong to this rank's queries (one process: a plain forward).
 * :class:`Queue`: a FIFO dictionary of past teacher embeddings q (MoCo Eq. 2: ν × d; MiCE §5.2,
   Eq. 9: ν × K × d). Its contents and its write pointer are buffers, so a checkpoint holds them.
 """
@@ -16,7 +18,7 @@ from torch import nn
 
 from mixlab import distributed as dist
 
-__all__ = ["make_teacher", "ema_update_", "Queue"]
+__all__ = ["make_teacher", "ema_update_", "shuffled_forward", "Queue"]
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -46,6 +48,24 @@ def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
     else:  # pragma: no cover - mixed dtypes/devices
         for t, s in zip(t_params, s_params):
             t.lerp_(s.to(t), 1.0 - m)
+
+
+@torch.no_grad()
+def shuffled_forward(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``teacher(x)`` with shuffle-BN (MoCo §3.3): under DDP the global batch is permuted across
+    ranks (rank 0 draws the permutation), each rank encodes one shard, and the outputs are
+    gathered and un-permuted, so BatchNorm statistics mix keys of every rank. Equal per-rank batch
+    sizes, as the engine's sampler gives. On one process this is exactly ``teacher(x)``."""
+    if not dist.is_distributed():
+        return teacher(x)
+    world, b = dist.world_size(), x.shape[0]
+    everything = dist.all_gather_cat(x)
+    perm = dist.broadcast_(torch.randperm(len(everything), device=x.device))
+    shard = everything[perm[dist.rank() * b:(dist.rank() + 1) * b]]
+    out = dist.all_gather_cat(teacher(shard).contiguous())
+    restored = torch.empty_like(out)
+    restored[perm] = out
+    return restored[dist.rank() * b:(dist.rank() + 1) * b]
 
 
 class Queue(nn.Module):
