@@ -182,5 +182,6 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
     if timings:
         lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
         lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} |" for t in timings]
+        lines.append(f"| **total** | | {sum(t.get('seconds') or 0 for t in timings):.1f} |")
     io.write_text(Path(results_dir) / "summary.md", "\n".join(lines) + "\n")
     return Path(results_dir) / "summary.md"

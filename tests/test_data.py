@@ -145,3 +145,9 @@ def test_builtin_datasets():
     assert blobs.images.dtype == torch.float32 and blobs.images.shape == (3000, 2)
     means = torch.stack([blobs.images[blobs.labels == k].mean(0) for k in range(10)])
     assert torch.allclose(means, blobs.centers, atol=0.25)
+
+
+def test_noise_cifar_has_cifar_shapes_and_is_seeded():
+    noise = load("noise-cifar", subset=64, seed=0)
+    assert noise.images.shape == (64, 3, 32, 32) and noise.images.dtype == torch.uint8
+    assert torch.equal(noise.images, load("noise-cifar", subset=64, seed=0).images)

@@ -169,6 +169,7 @@ _LOADERS = (
            cache=False),
     Loader("digits", tuple(str(d) for d in range(10)), synthetic.digits),
     Loader("blobs2d", tuple(f"component {i}" for i in range(10)), synthetic.blobs2d),
+    Loader("noise-cifar", tuple(f"random {i}" for i in range(10)), synthetic.noise_cifar),
 )
 DATASETS: dict[str, Loader] = {loader.name: loader for loader in _LOADERS}
 

@@ -1,4 +1,5 @@
-"""The instant datasets: scikit-learn's bundled 8×8 digits and a seeded 2-D Gaussian mixture."""
+"""The instant datasets: scikit-learn's bundled 8×8 digits, a seeded 2-D Gaussian mixture, and
+random CIFAR-sized images for timing the `paper` configuration where CIFAR is not on disk."""
 from __future__ import annotations
 
 import math
@@ -29,3 +30,11 @@ def blobs2d(n: int = 3000, k: int = 10, *, std: float = 1.0, radius: float = 10.
     labels = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
     points = centers[labels] + std * torch.randn(n, 2, generator=g, dtype=torch.float64)
     return {"images": points.float(), "labels": labels, "centers": centers.float()}
+
+
+def noise_cifar(n: int = 50000, seed: int = 0) -> dict:
+    """``n`` uniform-noise uint8 images of CIFAR's shape (3×32×32) with random labels: no content,
+    only the tensor sizes of CIFAR-10's training set, for throughput benchmarks (never for results)."""
+    g = torch.Generator().manual_seed(seed)
+    return {"images": torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+            "labels": torch.randint(0, 10, (n,), generator=g)}
