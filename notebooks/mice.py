@@ -28,8 +28,9 @@
 # **MoCo + spherical k-means** learns embeddings with InfoNCE (Eq. 2) and clusters them
 # afterwards. MiCE's App. C shows it is the special case of MiCE with a uniform prior (A3), one
 # output layer shared by the experts (A4) and no class-level term (A5) — `tests/test_mice.py`
-# checks that identity numerically. Both runs below share backbone, augmentation, optimizer, τ,
-# queue length and epochs (`mixlab/methods/{mice,moco}.py`, `PROFILES`).
+# checks that identity numerically. Both runs below share backbone, augmentation, optimizer, queue
+# length and epochs; τ and the learning rate are each method's own, chosen without labels (best
+# cosine silhouette, `results/selection/`) — see `PROFILES` in `mixlab/methods/{mice,moco}.py`.
 
 # %% tags=["parameters"]
 profile = "smoke"
