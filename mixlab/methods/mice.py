@@ -47,8 +47,8 @@ Where the paper is silent (mixlab's choices):
 * Eq. (10) prints Z in the numerator and Ẑ in the denominator; we read it as Ẑ in both, the only
   reading under which q sums to 1.
 * Profiles: the paper's τ = κ = 1 and lr 1.0 are kept for ``paper``; ``smoke``/``cpu`` use 16 px
-  Fashion-MNIST, τ = 0.2, κ = 1, lr 0.2, m = 0.99, chosen by a small sweep at the cpu budget
-  (about 150-230 steps), where τ = 1 barely moves the embeddings away from their collapsed start.
+  Fashion-MNIST, τ = κ = 1, lr 0.05, m = 0.99: τ and lr chosen without labels (best cosine
+  silhouette over a τ x lr grid at the cpu budget, ``results/selection/mice-cpu.md``).
 """
 from __future__ import annotations
 
