@@ -21,6 +21,8 @@ result = {
     "row_wise_exact": bool(torch.equal(shuffled_forward(linear, x), linear(x).detach())),
     "bn_mean_local": float(bn(x).mean()),        # plain forward: normalised by this rank's batch alone
     "bn_mean_shuffled": float(shuffled_forward(bn, x).mean()),
+    "tuple_exact": all(torch.equal(a, b.detach()) for a, b in zip(shuffled_forward(lambda t: (linear(t), 2 * t), x),
+                                                                  (linear(x), 2 * x))),
 }
 if dist.is_main():
     json.dump(result, open(sys.argv[1], "w"))

@@ -22,6 +22,7 @@ def _torchrun(args, tmp_path, timeout=240):
     # SiamMM fits its mixture (k-means, merging, vMF MLE) on rank 0 and broadcasts it: K may change
     # every epoch, and faiss is not bit-reproducible across processes
     ("siammm", ["--set", "epochs=4", "--set", "subset=1024", "--set", "n_clusters=30", "--set", "zeta=-1.0"]),
+    ("tcc", ["--set", "epochs=3", "--set", "subset=1024", "--set", "queue_size=256"]),  # shuffle-BN of (h, v)
 ])
 def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):
     out = tmp_path / "run"
@@ -49,7 +50,7 @@ def test_shuffle_bn_round_trip_and_mixes_ranks(tmp_path):
                            script, str(out)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["row_wise_exact"]
+    assert result["row_wise_exact"] and result["tuple_exact"]
     assert abs(result["bn_mean_local"]) < 1e-5 and abs(result["bn_mean_shuffled"]) > 0.1
 
 

@@ -54,18 +54,24 @@ def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
 def shuffled_forward(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``teacher(x)`` with shuffle-BN (MoCo §3.3): under DDP the global batch is permuted across
     ranks (rank 0 draws the permutation), each rank encodes one shard, and the outputs are
-    gathered and un-permuted, so BatchNorm statistics mix keys of every rank. Equal per-rank batch
-    sizes, as the engine's sampler gives. On one process this is exactly ``teacher(x)``."""
+    gathered and un-permuted, so BatchNorm statistics mix keys of every rank; a tuple output is
+    un-permuted item by item. Equal per-rank batch sizes, as the engine's sampler gives. On one
+    process this is exactly ``teacher(x)``."""
     if not dist.is_distributed():
         return teacher(x)
     world, b = dist.world_size(), x.shape[0]
     everything = dist.all_gather_cat(x)
     perm = dist.broadcast_(torch.randperm(len(everything), device=x.device))
     shard = everything[perm[dist.rank() * b:(dist.rank() + 1) * b]]
-    out = dist.all_gather_cat(teacher(shard).contiguous())
-    restored = torch.empty_like(out)
-    restored[perm] = out
-    return restored[dist.rank() * b:(dist.rank() + 1) * b]
+
+    def unshuffle(y: torch.Tensor) -> torch.Tensor:
+        gathered = dist.all_gather_cat(y.contiguous())
+        restored = torch.empty_like(gathered)
+        restored[perm] = gathered
+        return restored[dist.rank() * b:(dist.rank() + 1) * b]
+
+    out = teacher(shard)
+    return tuple(unshuffle(y) for y in out) if isinstance(out, tuple) else unshuffle(out)
 
 
 class Queue(nn.Module):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from mixlab.config import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture import mmd_centers
 from mixlab.mixture import tcc as M
 from mixlab.nets import ProjectionHead, build_backbone
@@ -161,7 +161,7 @@ class TCC(Method):
         return M.gumbel_softmax(log_q, cfg.gumbel_temperature, noise=noise, hard=cfg.hard)
 
     def _encode(self, net: _Net, x: Tensor, noise: Tensor | None):
-        h, v = net(x)
+        h, v = shuffled_forward(net, x) if net is self.teacher else net(x)  # shuffle-BN for the keys
         with _fp32(x):
             log_q = M.assignment_log_probs(h, net.prototypes, self.cfg.assign_temperature)
             c = self._sample(log_q, noise)
