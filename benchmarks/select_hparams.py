@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from mixlab import io
-from mixlab.config import parse_set, resolve
+from mixlab.config import ConfigError, parse_set, resolve
 from mixlab.methods import get_method
 from mixlab.provenance import provenance
 
@@ -45,6 +45,10 @@ def grid_points(grid: list[str]) -> list[dict[str, str]]:
             raise SystemExit(f"--grid {spec!r}: expected FIELD=V1,V2,...")
         axes.append([(field, v) for v in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def name(point: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items())
 
 
 def train_one(method: str, profile: str, point: dict, seed: int, out: Path, threads: int) -> dict:
@@ -80,10 +84,12 @@ def main() -> None:
     a = p.parse_args()
 
     points = grid_points(a.grid)
-    for point in points:  # fail fast on a bad field name, before any training
-        config_of(a.method, a.profile, [f"{k}={v}" for k, v in point.items()], a.seed)
+    try:  # fail fast on a bad method or field name, before any training
+        for point in points:
+            config_of(a.method, a.profile, [f"{k}={v}" for k, v in point.items()], a.seed)
+    except ConfigError as err:
+        raise SystemExit(f"select_hparams: {err}") from None
     start = time.time()
-    name = lambda pt: ",".join(f"{k}={v}" for k, v in pt.items())  # noqa: E731
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = [pool.submit(train_one, a.method, a.profile, pt, a.seed,
                                REPO / a.runs_dir / f"{a.method}-{a.profile}" / name(pt).replace("=", "-"), a.threads)

@@ -59,7 +59,7 @@ def shuffled_forward(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     process this is exactly ``teacher(x)``."""
     if not dist.is_distributed():
         return teacher(x)
-    world, b = dist.world_size(), x.shape[0]
+    b = x.shape[0]
     everything = dist.all_gather_cat(x)
     perm = dist.broadcast_(torch.randperm(len(everything), device=x.device))
     shard = everything[perm[dist.rank() * b:(dist.rank() + 1) * b]]

@@ -326,17 +326,16 @@ class SiamMM(Method):
         return int(torch.randint(0, 2**31 - 1, (1,)).item())  # torch RNG: restored on resume
 
     def end_epoch(self, ctx: EpochContext) -> dict:
-        was_training = self.training
-        self.eval()
-        z = ctx.map_dataset(self._cluster_embed).cpu()       # [N, d] clean, normalised embeddings
-        self.train(was_training)
-        if dist.is_main():  # faiss k-means is not bit-reproducible across processes: rank 0 fits,
-            logs = self._fit_mixture(z, ctx.epoch)  # every rank takes its mixture (same K everywhere)
-        shared = dist.broadcast_tensors({k: self._buffers[k] for k in self._DYNAMIC})
-        for k, v in shared.items():
-            self._buffers[k] = v.to(self.mu.device)
-        if not dist.is_main():
-            logs = {}
+        logs: dict = {}
+        if dist.is_main():  # faiss k-means is not bit-reproducible across processes: rank 0 embeds
+            was_training = self.training  # and fits, every rank takes its mixture (same K everywhere)
+            self.eval()
+            z = ctx.map_dataset(self._cluster_embed).cpu()   # [N, d] clean, normalised embeddings
+            self.train(was_training)
+            logs = self._fit_mixture(z, ctx.epoch)
+        if dist.is_distributed():
+            for k, v in dist.broadcast_tensors({k: self._buffers[k] for k in self._DYNAMIC}).items():
+                self._buffers[k] = v.to(self.mu.device)
         logs.update(self._stats())
         ctx.log(f"SiamMM: K={logs['K']} kappa mean {logs['kappa_mean']:.1f}"
                 f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}]")
