@@ -77,7 +77,8 @@ class TCC(Method):
         proj_layers: int = 2            # projection MLP depth (mixlab's choice)
         prototype_init: str = "mmd"     # "mmd" | "random": init of the learnable prototypes mu (mixlab's choice)
         # assign_temperature, gumbel_temperature and alpha: mixlab's choice, selected without labels
-        # (best cosine silhouette over a 2x2x2 grid on the cpu profile: results/selection/tcc-cpu.md)
+        # (best cosine silhouette over a 2x2x2 grid on the cpu profile, run on the lent GPU machine's CPUs;
+        # a re-run on the 2-core machine, results/selection/tcc-cpu.md, picked gumbel 0.5 / assign 0.1)
         assign_temperature: float = 0.2  # t in q(k|x) = softmax(<mu_k, h>/t)
         gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
         gumbel_temperature: float = 1.0  # lambda of the Gumbel-softmax
