@@ -128,7 +128,7 @@ class TrainConfig:
     snapshot_epochs: list[int] = field(default_factory=list)  # save embeddings/posteriors; -1 = last
     snapshot_size: int = 2000
     device: str = "auto"
-    amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                   # bf16 autocast on CUDA and on CPUs with native bf16 (else float32)
     channels_last: bool = False
     compile: bool = False
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
@@ -151,8 +151,10 @@ class TrainConfig:
 # Profile defaults shared by all methods; each method's PROFILES refines them.
 COMMON_PROFILES: dict[str, dict] = {
     "smoke": {"train": {"subset": 512, "epochs": 2, "batch_size": 128, "backbone": "small-cnn",
-                        "eval_batch_size": 512, "snapshot_size": 256, "progress": False}},
-    "cpu": {"train": {"subset": 10000, "epochs": 15, "batch_size": 256, "backbone": "small-cnn"}},
+                        "eval_batch_size": 512, "snapshot_size": 256, "progress": False,
+                        "amp": False}},  # float32: the tests' numbers equal on every machine
+    "cpu": {"train": {"subset": 10000, "epochs": 15, "batch_size": 256, "backbone": "small-cnn",
+                      "amp": True}},  # bf16: faster (benchmarks/throughput.py); quality: benchmarks/amp_numerics.py
     "gpu": {"train": {"subset": None, "epochs": 100, "batch_size": 512, "backbone": "resnet18",
                       "image_size": 32, "channels_last": True, "snapshot_size": 5000}},
     "paper": {"train": {"subset": None, "backbone": "resnet34", "augment": "moco"}},

@@ -5,7 +5,6 @@ It knows nothing method-specific: everything goes through :class:`mixlab.methods
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -20,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mixlab import distributed as dist
-from mixlab import io
+from mixlab import io, precision
 from mixlab.config import RunConfig, TrainConfig
 from mixlab.data import load as load_dataset
 from mixlab.data.augment import make_augmenter
@@ -124,6 +123,7 @@ class Trainer:
             raise ValueError(f"train.batch_size={t.batch_size} exceeds the {per_rank} samples per process;"
                              " lower it or use a larger subset")
         self.optimizers = setup.method.configure_optimizers(t)
+        self.amp_dtype = precision.amp_dtype(setup.device, t.amp)
         self.model = setup.method
         if dist.is_distributed():  # gradients averaged by DDP; buffers (queue, BN) broadcast from rank 0
             self.model = torch.nn.parallel.DistributedDataParallel(setup.method, find_unused_parameters=True)
@@ -141,9 +141,7 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def autocast(self):
-        if self.s.device.type == "cuda" and self.train_cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return precision.autocast(self.s.device, self.amp_dtype)
 
     def batches(self):
         """Index batches of one epoch: a seeded permutation, split across processes, drop-last."""

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from mixlab import engine
+from mixlab import engine, precision
 from mixlab.__main__ import main
 from mixlab.config import resolve
 
@@ -15,8 +15,8 @@ class Killed(Exception):
     pass
 
 
-def _cfg(**method):
-    return resolve("toy", "smoke", {"method": method, "train": {"snapshot_epochs": [1, -1]}})
+def _cfg(amp=False, **method):
+    return resolve("toy", "smoke", {"method": method, "train": {"snapshot_epochs": [1, -1], "amp": amp}})
 
 
 def _kill_at(step):
@@ -26,13 +26,15 @@ def _kill_at(step):
     return hook
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path):
-    ref = engine.train(_cfg(), tmp_path / "ref")
+@pytest.mark.parametrize("amp", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not precision.cpu_has_native_bf16(), reason="bf16 autocast on CPU needs avx512_bf16 or AMX"))])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, amp):
+    ref = engine.train(_cfg(amp), tmp_path / "ref")
     steps_per_epoch = 256 // 32
     with pytest.raises(Killed):   # killed in the middle of epoch 2
-        engine.train(_cfg(), tmp_path / "run", step_hook=_kill_at(steps_per_epoch + 3))
+        engine.train(_cfg(amp), tmp_path / "run", step_hook=_kill_at(steps_per_epoch + 3))
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 1
-    resumed = engine.train(_cfg(), tmp_path / "run", resume=True)
+    resumed = engine.train(_cfg(amp), tmp_path / "run", resume=True)
     for key in ("acc", "nmi", "ari", "ami"):
         assert resumed[key] == ref[key]
     a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)

@@ -66,6 +66,7 @@ from mixlab.mixture.mice import (analytical_mu, assignment_sums, gating_log_prio
                                  mice_objective)
 from mixlab.mixture.mmd import mmd_centers
 from mixlab.nets import ExpertHead, GatingHead, build_backbone
+from mixlab.precision import full_precision
 
 
 @dataclass
@@ -118,11 +119,6 @@ class _Student(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts(self.backbone(x))
-
-
-def _fp32(device: torch.device):
-    """Disable autocast so the mixture math runs in float32."""
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 class MiCE(Method):
@@ -186,7 +182,7 @@ class MiCE(Method):
 
     def _objective(self, f, v, g) -> dict:
         cfg = self.cfg
-        with _fp32(f.device):
+        with full_precision(f):
             return mice_objective(f.float(), v.float(), g.float(), self.mu.float(), self.omega.float(),
                                   self.queue.data.float(), tau=cfg.tau, kappa=cfg.kappa,
                                   uniform_prior=cfg.uniform_prior, class_level=cfg.class_level)
@@ -264,7 +260,7 @@ class MiCE(Method):
         queue = self.queue.data.float()
         omega = self.omega.detach().float()
         n, prev, passes = len(f_all), None, 0
-        with torch.enable_grad(), _fp32(mu.device):
+        with torch.enable_grad(), full_precision(mu):
             for passes in range(1, cfg.mu_sgd_max_passes + 1):
                 perm = torch.randperm(n, device=mu.device)
                 total = 0.0
@@ -304,7 +300,7 @@ class MiCE(Method):
 
     def prior(self, x: torch.Tensor) -> torch.Tensor:
         """The gating function p(z | x) of Eq. (4) on clean images."""
-        with torch.no_grad(), _fp32(x.device):
+        with torch.no_grad(), full_precision(x):
             return gating_log_prior(self.gating(x).float(), self.omega.float(), self.cfg.kappa,
                                     uniform=self.cfg.uniform_prior).exp()
 

@@ -34,6 +34,7 @@ from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_f
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.mice import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.precision import full_precision
 
 
 @dataclass
@@ -104,7 +105,7 @@ class MoCo(Method):
         f = self.student(x_q)
         with torch.no_grad():
             v = F.normalize(shuffled_forward(self.teacher, x_k).float(), dim=-1)  # shuffle-BN under DDP
-        with torch.autocast(device_type=f.device.type, enabled=False):
+        with full_precision(f):
             log_p = info_nce(f.float(), v, self.queue.data.float(), self.cfg.tau)  # Eq. (2)
         self._keys = v
         return {"loss": -log_p.mean()}

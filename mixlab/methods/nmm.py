@@ -46,6 +46,7 @@ from mixlab.mixture.nmm import (
     topk_by_relevance,
 )
 from mixlab.nets import build_backbone
+from mixlab.precision import full_precision
 
 import mixlab.data.bottleneck  # noqa: F401,E402  (registers the `fashion-bottleneck2d` dataset, §8.1)
 
@@ -197,7 +198,7 @@ class NMM(Method):
     def relevance(self, x: Tensor) -> Tensor:
         """Raw relevance scores a_ij ``[B, K]`` (§4), in float32."""
         feat = self.backbone(x)
-        with torch.autocast(feat.device.type, enabled=False):
+        with full_precision(feat):
             return self.head(feat.float())
 
     def scores(self, x: Tensor) -> Tensor:

@@ -67,6 +67,7 @@ from mixlab.mixture.siammm import (
 )
 from mixlab.mixture.vmf import pca_kappa, vmf_log_normalizer, vmf_mle
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.precision import full_precision
 
 
 @dataclass
@@ -266,7 +267,7 @@ class SiamMM(Method):
         v1, v2 = self.predictor(z1), self.predictor(z2)      # v = g(E(x))
         with torch.no_grad():
             v1m, v2m = self.encoder_m(x1), self.encoder_m(x2)  # v^m = E_m(x)
-        with _full_precision(v1):  # kappa ~ 100s: logits kappa mu^T v need float32, not bf16
+        with full_precision(v1):  # kappa ~ 100s: logits kappa mu^T v need float32, not bf16
             return self._losses(v1, v2, v1m, v2m, z1, z2, idx, active)
 
     def _losses(self, v1, v2, v1m, v2m, z1, z2, idx, active) -> dict:
@@ -436,13 +437,8 @@ class SiamMM(Method):
         z = self.embed(x)
         if not self.initialized:
             return torch.full((len(x), self.cfg.n_clusters), 1.0 / self.cfg.n_clusters, device=z.device)
-        with _full_precision(z):
+        with full_precision(z):
             return vmf_mixture_log_posterior(z, self.mu, self.kappa, self.log_frac).exp()
-
-
-def _full_precision(t: torch.Tensor):
-    """Turn autocast off (the engine runs steps under bf16 autocast on CUDA)."""
-    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 class LARS(torch.optim.Optimizer):

@@ -36,6 +36,7 @@ from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_f
 from mixlab.mixture import mmd_centers
 from mixlab.mixture import tcc as M
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.precision import full_precision
 
 
 class _Net(nn.Module):
@@ -56,14 +57,9 @@ class _Net(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = F.normalize(self.proj(self.backbone(x)).float(), dim=-1)
-        with _fp32(x):
+        with full_precision(x):
             v = F.normalize(self.inst(h), dim=-1)
         return h, v
-
-
-def _fp32(x: Tensor):
-    """The heads' small matrix products and the losses run in float32 even under bf16 autocast."""
-    return torch.autocast(x.device.type, enabled=False)
 
 
 class TCC(Method):
@@ -163,7 +159,7 @@ class TCC(Method):
 
     def _encode(self, net: _Net, x: Tensor, noise: Tensor | None):
         h, v = shuffled_forward(net, x) if net is self.teacher else net(x)  # shuffle-BN for the keys
-        with _fp32(x):
+        with full_precision(x):
             log_q = M.assignment_log_probs(h, net.prototypes, self.cfg.assign_temperature)
             c = self._sample(log_q, noise)
             z = M.instance_query(c, net.prototypes, v, self.cfg.alpha)
@@ -185,7 +181,7 @@ class TCC(Method):
         with torch.no_grad():  # momentum keys: the same query function on the EMA network
             kh2, _, kc2, k2 = self._encode(self.teacher, x2, noise)
             k1 = self._encode(self.teacher, x1, noise)[3] if symmetric else None
-        with _fp32(x1):
+        with full_precision(x1):
             negatives = self.queue()
             # instance level: -ELBO of supplement Eq. (2), one Gumbel sample per image
             ll = M.instance_log_likelihood(z1, k2, negatives, cfg.instance_temperature)
@@ -235,7 +231,7 @@ class TCC(Method):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         h, _ = self.student(x)
-        with _fp32(x):
+        with full_precision(x):
             return M.assignment_log_probs(h, self.student.prototypes, self.cfg.assign_temperature).exp()
 
     @torch.no_grad()
