@@ -133,6 +133,8 @@ class TrainConfig:
     compile: bool = False
     num_threads: int = 0               # torch CPU threads; 0 = torch's default
     max_steps_per_epoch: int = 0       # cap on steps per epoch; 0 = a full pass
+    time_budget_s: float = 0.0         # stop after this many seconds of training (steps + end-of-epoch
+                                       # M-steps, not the evaluation), evaluate, finish; 0 = no limit
     progress: bool = True
 
     def validate(self) -> None:
@@ -142,7 +144,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr", "eval_batch_size", "snapshot_size"):
             check_positive(f"train.{name}", getattr(self, name))
         for name in ("subset", "warmup_epochs", "eval_every", "num_threads", "max_steps_per_epoch",
-                     "weight_decay", "momentum"):
+                     "weight_decay", "momentum", "time_budget_s"):
             check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
         if self.warmup_epochs >= self.epochs and self.warmup_epochs:
             raise ConfigError(f"train.warmup_epochs={self.warmup_epochs} must be < train.epochs={self.epochs}")

@@ -137,6 +137,9 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict] = []
         self.wall = 0.0
+        self.train_seconds = 0.0  # wall time of training alone (steps, end-of-epoch M-steps): the budget's clock
+        self.epoch_start = 0.0
+        self.stopped_by_budget = False  # the budget ended training before its last planned step
         self.step_hook: Callable[[int], None] | None = None  # tests use it to kill a run mid-epoch
 
     # ---- the loop -------------------------------------------------------------------------
@@ -203,8 +206,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             if self.step_hook is not None:
                 self.step_hook(self.global_step)
-        n = len(bar)
+            if self.out_of_time():
+                break
+        n = step + 1
         return {k: float(v) / n for k, v in sums.items()}
+
+    def out_of_time(self) -> bool:
+        """True once ``time_budget_s`` seconds of training are spent (rank 0's clock decides)."""
+        budget = self.train_cfg.time_budget_s
+        if not budget:
+            return False
+        spent = self.train_seconds + time.perf_counter() - self.epoch_start
+        return bool(dist.broadcast_(torch.tensor([float(spent >= budget)], device=self.s.device)).item())
 
     @torch.no_grad()
     def map_dataset(self, fn, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,7 +266,9 @@ class Trainer:
         if dist.is_main():
             tqdm.write(f"[epoch {self.epoch}] {message}")
 
-    def end_of_epoch(self, train_logs: dict, seconds: float) -> dict:
+    def end_of_epoch(self, train_logs: dict, seconds: float, stopping: bool = False) -> dict:
+        """The method's end-of-epoch step, then (when due, or when ``stopping``) evaluation and
+        snapshots, whose seconds go to ``eval_seconds`` so the budget does not count them."""
         t = self.train_cfg
         if dist.is_distributed():  # BatchNorm statistics of rank 0 everywhere: every rank evaluates one model
             for module in self.s.method.modules():
@@ -265,25 +280,31 @@ class Trainer:
         extra = self.s.method.end_epoch(ctx)
         row = {"epoch": self.epoch, "step": self.global_step, **train_logs, **extra,
                "lr": self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"], "seconds": seconds}
-        last = self.epoch == t.epochs
+        last = self.epoch == t.epochs or stopping
+        eval_start = time.perf_counter()
         if last or (t.eval_every and self.epoch % t.eval_every == 0):
             metrics, _ = self.evaluate()
             row.update(metrics)
         snaps = {e if e > 0 else t.epochs for e in t.snapshot_epochs}
-        if self.epoch in snaps and dist.is_main():
+        if (self.epoch in snaps or (stopping and -1 in t.snapshot_epochs)) and dist.is_main():
             self.snapshot(self.epoch)
+        row["eval_seconds"] = time.perf_counter() - eval_start
         return row
 
     def run(self) -> dict:
         t = self.train_cfg
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        while self.epoch < t.epochs:
-            start = time.perf_counter()
+        while self.epoch < t.epochs and not (t.time_budget_s and self.train_seconds >= t.time_budget_s):
+            start = self.epoch_start = time.perf_counter()
             logs = self.train_epoch()
             self.epoch += 1
-            row = self.end_of_epoch(logs, time.perf_counter() - start)
+            stopping = self.out_of_time()
+            self.stopped_by_budget = stopping and self.global_step < t.epochs * self.steps_per_epoch
+            row = self.end_of_epoch(logs, time.perf_counter() - start, stopping=stopping)
             self.wall += time.perf_counter() - start
+            self.train_seconds += time.perf_counter() - start - row["eval_seconds"]
+            row["train_seconds"] = self.train_seconds
             self.history.append(row)
             if dist.is_main():
                 self.save_checkpoint()
@@ -310,7 +331,8 @@ class Trainer:
             metrics["ranks_in_sync"] = in_sync
         result = {**metrics, "method": self.s.cfg.method, "profile": self.s.cfg.profile,
                   "dataset": self.train_cfg.dataset, "seed": self.train_cfg.seed, "epochs": self.epoch,
-                  "wall_time_s": round(self.wall, 2),
+                  "wall_time_s": round(self.wall, 2), "train_seconds": round(self.train_seconds, 2),
+                  "stopped_by_budget": self.stopped_by_budget,
                   "provenance": provenance(self.s.device, data_source=self.s.source,
                                            world_size=dist.world_size())}
         io.write_json(self.out / "metrics.json", result)
@@ -323,6 +345,7 @@ class Trainer:
         (seed, epoch, rank) at the start of every epoch, so resuming at an epoch boundary replays
         exactly what an uninterrupted run does, on any number of processes."""
         return {"epoch": self.epoch, "global_step": self.global_step, "wall": self.wall,
+                "train_seconds": self.train_seconds, "stopped_by_budget": self.stopped_by_budget,
                 "config": self.s.cfg.to_dict(), "history": self.history,
                 "method": self.s.method.state_dict(),
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -346,6 +369,8 @@ class Trainer:
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.epoch, self.global_step, self.wall = state["epoch"], state["global_step"], state["wall"]
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.stopped_by_budget = state.get("stopped_by_budget", False)
         self.history = state["history"]
 
 

@@ -2,7 +2,8 @@
 
 Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
 ``notebooks/params/<profile>/<notebook>.yaml``. Executed copies go to ``runs/<profile>/notebooks/``
-(git-ignored), figures to ``figures/``, metrics to ``results/``. A notebook whose source, parameters
+(git-ignored), figures to ``figures/``, metrics to ``results/``; the claims every notebook wrote
+(``results/<experiment>/claims.json``) are gathered into ``results/claims.md``. A notebook whose source, parameters
 and library code are unchanged since its last successful execution is skipped unless forced. A
 failure stops the pipeline with the notebook's name and the path of its executed copy; everything
 finished before it stays as it is.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from mixlab import io
+from mixlab import claims, io
 from mixlab.config import PROFILES, ConfigError
 from mixlab.provenance import REPO, provenance
 
@@ -155,6 +156,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         records.append(record)
     dirs = output_dirs(profile)
     write_summary(root / dirs["results_dir"], profile, records)
+    claims.write_table(root / dirs["results_dir"], profile)
     return records
 
 

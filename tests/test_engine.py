@@ -110,3 +110,18 @@ def test_help_documents_commands():
     out = subprocess.run([sys.executable, "-m", "mixlab", "--help"], capture_output=True, text=True).stdout
     for command in ("train", "eval", "reproduce", "config", "list"):
         assert command in out
+
+
+def test_time_budget_stops_mid_epoch_and_evaluates(tmp_path):
+    import time
+
+    cfg = resolve("toy", "smoke", {"train": {"epochs": 3, "time_budget_s": 0.3}})
+    out = engine.train(cfg, tmp_path / "r", step_hook=lambda step: time.sleep(0.05))  # 8 steps/epoch
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert out["stopped_by_budget"] and out["epochs"] == 1 and len(log) == 1
+    assert 0.3 <= log[0]["train_seconds"] < 0.3 + 0.3 and log[0]["step"] < 8
+    assert "acc" in log[0] and out["train_seconds"] == pytest.approx(log[0]["train_seconds"], abs=0.01)
+    again = engine.train(cfg, tmp_path / "r", resume=True)  # a spent budget trains no further
+    assert again["stopped_by_budget"] and again["epochs"] == 1
+    full = engine.train(resolve("toy", "smoke", {"train": {"epochs": 2}}), tmp_path / "full")
+    assert not full["stopped_by_budget"] and full["epochs"] == 2

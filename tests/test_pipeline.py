@@ -19,6 +19,9 @@ assert not fail, "asked to fail"
 out = pathlib.Path(results_dir) / "{name}"
 out.mkdir(parents=True, exist_ok=True)
 (out / "table.csv").write_text("name,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,seeds,wall_time_s\\nx,0.5,0.0,0.4,0.0,0.3,0.0,1,1.0\\n")
+from mixlab import claims
+v = claims.judge(claims.Claim("{name} > other", "Paper Tab. 1", a="{name}", b="other"), [0.6, 0.7, 0.65], [0.5, 0.58, 0.56])
+claims.write(results_dir, "{name}", [v], profile=profile)
 '''
 
 
@@ -39,6 +42,9 @@ def test_script_runner_runs_skips_and_summarizes(project):
     assert [r["status"] for r in first] == ["ran"] * 3
     summary = project / "runs" / "smoke" / "results" / "summary.md"
     assert "| first | x | 50.0 ± 0.0" in summary.read_text()
+    table = (project / "runs" / "smoke" / "results" / "claims.md").read_text()
+    assert all(f"| Paper Tab. 1 | {n} > other | ACC | +10.3 ± 1.5 | 3 |" in table for n in ("first", "second", "third"))
+    assert "3 held, 0 reversed, 0 undecided of 3 claims." in table
     again = pipeline.reproduce("smoke", runner="script", root=project)
     assert [r["status"] for r in again] == ["skipped"] * 3
     (project / "notebooks" / "params" / "smoke" / "second.yaml").write_text("fail: false\nextra: 1\n")

@@ -1,0 +1,193 @@
+"""Verdicts on the papers' claims: is arm A better than arm B, judged over training seeds?
+
+A claim compares one metric (ACC by default) of two arms trained on the same images with the
+same seeds. The unit of the test is the **seed**: seed s gives the paired difference
+d_s = m_A(s) - m_B(s), the effect is mean(d) ± std(d) over seeds, and the **paired t-test**
+(t = mean(d) / (std(d) / sqrt(n)), n - 1 degrees of freedom, two-sided) decides at ``ALPHA``:
+
+- ``held``: p < α and the difference has the claimed sign;
+- ``reversed``: p < α and the opposite sign;
+- ``undecided``: p ≥ α, fewer than 2 seeds, or no seed-to-seed variation to test against.
+
+A claim of *equality* (``direction="equal"``, e.g. MiCE App. E: SGD on μ matches Eq. 13) is an
+equivalence test (two one-sided t-tests, TOST, margin ``margin``): ``held`` when the
+(1 - 2α) confidence interval of mean(d) lies inside (-margin, margin), ``reversed`` when the
+two-sided t-test rejects d = 0 and |mean(d)| ≥ margin, else ``undecided``.
+
+The exact Wilcoxon signed-rank p-value is shown beside it; it never decides (with 3 seeds its
+smallest two-sided p is 0.25). Per-image tests (McNemar, :mod:`mixlab.stats`) condition on the
+trained models and do not decide either when seeds vary.
+
+Each notebook writes its claims with :func:`write` (``results_dir/<experiment>/claims.json``);
+the pipeline gathers them into ``claims.md`` with :func:`write_table`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sps
+
+from mixlab import io
+from mixlab.provenance import provenance
+from mixlab.stats import paired_t
+
+ALPHA = 0.05
+DIRECTIONS = ("greater", "less", "equal")
+VERDICTS = ("held", "reversed", "undecided")
+
+
+@dataclass
+class Claim:
+    """What a paper asserts: ``a`` is ``direction`` than ``b`` on ``metric`` (``source`` cites it)."""
+
+    claim: str                 # short statement, e.g. "MiCE > MoCo + spherical k-means"
+    source: str                # e.g. "MiCE Tab. 1"
+    a: str                     # run name of arm A
+    b: str                     # run name of arm B
+    direction: str = "greater"
+    metric: str = "acc"
+    margin: float = 0.01       # equivalence margin for direction="equal" (1 ACC point)
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction={self.direction!r} is not valid; choose one of: {', '.join(DIRECTIONS)}")
+        if self.margin <= 0:
+            raise ValueError(f"margin={self.margin} must be > 0")
+
+
+@dataclass
+class Verdict:
+    """A claim judged on paired per-seed values (fractions, like every mixlab metric)."""
+
+    claim: Claim
+    seeds: list[int]
+    a_values: list[float]
+    b_values: list[float]
+    effect_mean: float         # mean over seeds of A - B
+    effect_std: float          # sample std (ddof 1) over seeds of A - B; NaN with one seed
+    t: float
+    p_t: float                 # paired t-test, two-sided: decides
+    p_wilcoxon: float          # exact Wilcoxon signed-rank, two-sided: shown only
+    verdict: str
+    alpha: float = ALPHA
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "claim": asdict(self.claim)}
+
+
+def _wilcoxon(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p (scipy picks the exact distribution for small n, no ties)."""
+    if np.all(d == 0):
+        return float("nan")
+    return float(sps.wilcoxon(d).pvalue)
+
+
+def _equivalence(d: np.ndarray, margin: float, alpha: float, p_two_sided: float) -> str:
+    """TOST: held if the (1 - 2 alpha) CI of mean(d) is inside (-margin, margin)."""
+    n, mean, sd = d.size, float(d.mean()), float(d.std(ddof=1))
+    half = sps.t.ppf(1 - alpha, n - 1) * sd / math.sqrt(n)
+    if -margin < mean - half and mean + half < margin:
+        return "held"
+    if p_two_sided < alpha and abs(mean) >= margin:
+        return "reversed"
+    return "undecided"
+
+
+def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
+          seeds: Sequence[int] | None = None, alpha: float = ALPHA) -> Verdict:
+    """Effect, paired t-test over seeds and the verdict of ``claim`` (see the module docstring)."""
+    a, b = np.asarray(a_values, float), np.asarray(b_values, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"{claim.claim}: arms need one value per seed, paired; got {a.size} and {b.size}")
+    if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
+        raise ValueError(f"{claim.claim}: a metric value is NaN or infinite; check the runs of {claim.a}/{claim.b}")
+    seeds = list(range(a.size)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != a.size:
+        raise ValueError(f"{claim.claim}: {len(seeds)} seeds for {a.size} paired values")
+    d = a - b
+    test = paired_t(a, b)
+    t, p = test["statistic"], test["p_value"]
+    if not math.isfinite(p):
+        verdict = "undecided"
+    elif claim.direction == "equal":
+        verdict = _equivalence(d, claim.margin, alpha, p)
+    elif p >= alpha:
+        verdict = "undecided"
+    else:
+        verdict = "held" if (d.mean() > 0) == (claim.direction == "greater") else "reversed"
+    return Verdict(claim=claim, seeds=seeds, a_values=a.tolist(), b_values=b.tolist(),
+                   effect_mean=float(d.mean()), effect_std=float(d.std(ddof=1)) if d.size > 1 else float("nan"),
+                   t=t, p_t=p, p_wilcoxon=_wilcoxon(d), verdict=verdict, alpha=alpha)
+
+
+def judge_rows(claim: Claim, rows: Sequence[dict], *, alpha: float = ALPHA) -> Verdict:
+    """:func:`judge` on the rows of :func:`mixlab.experiments.run` (``name``, ``seed``, metrics),
+    paired by seed over the seeds both arms ran."""
+    by = {name: {int(r["seed"]): float(r[claim.metric]) for r in rows if r["name"] == name} for name in (claim.a, claim.b)}
+    for name, values in by.items():
+        if not values:
+            raise ValueError(f"claim {claim.claim!r}: no runs named {name!r}; known: {sorted({r['name'] for r in rows})}")
+    seeds = sorted(set(by[claim.a]) & set(by[claim.b]))
+    return judge(claim, [by[claim.a][s] for s in seeds], [by[claim.b][s] for s in seeds], seeds=seeds, alpha=alpha)
+
+
+def write(results_dir: str | Path, experiment: str, verdicts: Sequence[Verdict], *, profile: str) -> Path:
+    """Write a notebook's verdicts to ``results_dir/experiment/claims.json`` (with provenance)."""
+    path = Path(results_dir) / experiment / "claims.json"
+    io.write_json(path, {"experiment": experiment, "profile": profile, "provenance": provenance(profile=profile),
+                         "claims": [v.to_dict() for v in verdicts]})
+    return path
+
+
+def collect(results_dir: str | Path) -> list[dict]:
+    """Every claim under ``results_dir/*/claims.json``, each with its experiment and commit."""
+    out = []
+    for path in sorted(Path(results_dir).glob("*/claims.json")):
+        data = json.loads(path.read_text())
+        commit = data.get("provenance", {}).get("commit", "unknown")
+        out += [{**c, "experiment": data["experiment"], "commit": commit} for c in data["claims"]]
+    return out
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.1f}"
+
+
+def _p(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def format_table(records: Sequence[dict]) -> str:
+    """Markdown: one row per claim (effect in points, mean ± std over seeds)."""
+    lines = ["| source | claim | metric | A − B (points, mean ± std) | seeds | paired t p | Wilcoxon p | verdict |"
+             " experiment |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        c = r["claim"]
+        effect = f"{_pct(r['effect_mean'])} ± {_pct(r['effect_std']).lstrip('+')}"
+        lines.append(f"| {c['source']} | {c['claim']} | {c['metric'].upper()} | {effect} | {len(r['seeds'])} |"
+                     f" {_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r['experiment']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results_dir: str | Path, profile: str) -> Path | None:
+    """Gather every notebook's claims into ``results_dir/claims.md`` (None when there are none)."""
+    records = collect(results_dir)
+    if not records:
+        return None
+    meta = provenance(profile=profile)
+    alpha = {r.get("alpha", ALPHA) for r in records}
+    head = (f"<!-- generated by `python -m mixlab reproduce`; profile={profile} commit={meta['commit']}"
+            f" device={meta['device']} date={meta['date']} -->\n"
+            f"Unit of test: the training seed. The two-sided paired t-test over seeds decides at"
+            f" α = {', '.join(map(str, sorted(alpha)))}; equality claims use TOST with their margin;"
+            " the exact Wilcoxon signed-rank p is shown only. Effects are A − B in percentage points.\n\n")
+    counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
+    tail = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(records)} claims.\n"
+    path = Path(results_dir) / "claims.md"
+    io.write_text(path, head + format_table(records) + tail)
+    return path

@@ -1,0 +1,81 @@
+"""Claims over seeds: a known difference is held, its opposite reversed, noise undecided; the
+pipeline gathers the notebooks' claims into one table."""
+import json
+
+import numpy as np
+import pytest
+
+from mixlab import claims
+
+CLAIM = claims.Claim("A > B", "Paper Tab. 1", a="A", b="B")
+
+
+def test_known_difference_is_held_and_its_opposite_reversed():
+    b = np.array([0.50, 0.55, 0.48, 0.52, 0.51])
+    a = b + np.array([0.050, 0.045, 0.055, 0.052, 0.048])
+    held = claims.judge(CLAIM, a, b)
+    assert held.verdict == "held"
+    assert held.effect_mean == pytest.approx(0.05)
+    assert held.p_t < 0.001
+    assert claims.judge(CLAIM, b, a).verdict == "reversed"
+    less = claims.Claim("A < B", "Paper Tab. 3", a="A", b="B", direction="less")
+    assert claims.judge(less, b, a).verdict == "held"
+    assert claims.judge(less, a, b).verdict == "reversed"
+
+
+def test_noise_is_undecided():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.6, 0.05, 3)
+    a, b = base + rng.normal(0, 0.02, 3), base + rng.normal(0, 0.02, 3)
+    v = claims.judge(CLAIM, a, b)
+    assert v.p_t >= claims.ALPHA and v.verdict == "undecided"
+
+
+def test_one_seed_or_no_variation_is_undecided():
+    assert claims.judge(CLAIM, [0.9], [0.1]).verdict == "undecided"
+    assert claims.judge(CLAIM, [0.9, 0.8], [0.1, 0.0]).verdict == "undecided"  # constant difference: no t
+
+
+def test_equality_claim_by_equivalence():
+    same = claims.Claim("A = B", "MiCE App. E", a="A", b="B", direction="equal", margin=0.01)
+    b = np.array([0.60, 0.62, 0.58, 0.61])
+    assert claims.judge(same, b + np.array([0.001, -0.001, 0.0005, -0.0005]), b).verdict == "held"
+    assert claims.judge(same, b + np.array([0.05, 0.06, 0.055, 0.052]), b).verdict == "reversed"
+    assert claims.judge(same, b + np.array([0.03, -0.02, 0.01, -0.025]), b).verdict == "undecided"
+
+
+def test_bad_input_says_what_is_wrong():
+    with pytest.raises(ValueError, match="paired"):
+        claims.judge(CLAIM, [0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        claims.judge(CLAIM, [0.1, float("nan")], [0.1, 0.2])
+    with pytest.raises(ValueError, match="direction"):
+        claims.Claim("x", "y", a="A", b="B", direction="bigger")
+    with pytest.raises(ValueError, match="no runs named 'B'"):
+        claims.judge_rows(CLAIM, [{"name": "A", "seed": 0, "acc": 0.5}])
+
+
+def test_rows_are_paired_by_seed():
+    rows = [{"name": "A", "seed": s, "acc": 0.7 + 0.01 * s} for s in (2, 0, 1)]
+    rows += [{"name": "B", "seed": s, "acc": 0.5 + 0.011 * s} for s in (0, 1, 2, 3)]
+    v = claims.judge_rows(CLAIM, rows)
+    assert v.seeds == [0, 1, 2]
+    assert v.a_values == [0.7, 0.71, 0.72] and v.b_values == pytest.approx([0.5, 0.511, 0.522])
+    assert v.verdict == "held"
+
+
+def test_collect_and_table(tmp_path):
+    rng = np.random.default_rng(1)
+    b = rng.normal(0.5, 0.03, 3)
+    claims.write(tmp_path, "exp1", [claims.judge(CLAIM, b + 0.1 + rng.normal(0, 0.005, 3), b, seeds=[0, 1, 2])],
+                 profile="smoke")
+    claims.write(tmp_path, "exp2", [claims.judge(claims.Claim("C > D", "Paper Tab. 2", a="C", b="D"),
+                                                 [0.5, 0.6, 0.55], [0.52, 0.58, 0.56])], profile="smoke")
+    records = claims.collect(tmp_path)
+    assert [(r["experiment"], r["verdict"]) for r in records] == [("exp1", "held"), ("exp2", "undecided")]
+    path = claims.write_table(tmp_path, "smoke")
+    text = path.read_text()
+    assert "| Paper Tab. 1 | A > B | ACC | +10." in text and "**held**" in text and "**undecided**" in text
+    assert "1 held, 0 reversed, 1 undecided of 2 claims." in text
+    assert json.loads((tmp_path / "exp1" / "claims.json").read_text())["profile"] == "smoke"
+    assert claims.write_table(tmp_path / "empty", "smoke") is None
