@@ -264,6 +264,17 @@ def test_pca_kappa_recovers_effective_dimension():
     assert isinstance(k_t, torch.Tensor) and np.all(k_t.numpy() < vmf_mle(x, labels=y)[1])
 
 
+def test_pca_kappa_keeps_the_shared_direction_of_a_tight_cluster():
+    # Nearly parallel embeddings (an untrained network): the mean direction carries most of
+    # ||r||, so Eq. 16 must project the uncentred r onto uncentred principal directions.
+    # Centring first removed that direction and gave kappa ~ 1 instead of ~ 1000.
+    rng = np.random.default_rng(0)
+    x = vmf_sample(rng.standard_normal(128), 2000.0, 5000, seed=1)
+    _, k_mle = vmf_mle(x)
+    k_pca = pca_kappa(x, n_components=64)
+    assert k_mle / 4 < k_pca <= k_mle
+
+
 # --------------------------------------------------------------------------------------
 # spherical k-means (faiss)
 # --------------------------------------------------------------------------------------

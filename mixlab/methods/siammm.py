@@ -55,7 +55,7 @@ from mixlab.config import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
 from mixlab.methods.momentum import ema_update_, make_teacher
 from mixlab.mixture.kmeans import assign_nearest, spherical_kmeans
-from mixlab.mixture.merge import merge_clusters
+from mixlab.mixture.merge import distance_threshold, merge_clusters
 from mixlab.mixture.siammm import (
     INSTANCE_LOSSES,
     cluster_loss,
@@ -110,7 +110,12 @@ class SiamMMConfig:
     kmeans_restarts: int = 1          # k-means restarts (faiss nredo) for random initialisations (the
                                       # initial one, and every epoch with "reinit"; PCL/§4.3: 5)
     merge: bool = True                # merge clusters after every epoch (Eq. 11); False = fixed K
-    zeta: float = -1.2                # merging threshold of Eq. 11 (paper: -1.2 for K = 100k)
+    zeta: float = -1.2                # merging threshold of Eq. 11 (paper §5: -1.2, "the 10th percentile")
+    merge_threshold: str = "first"    # when merging stops (the paper is silent): "first" = the distance
+                                      # E{Z} + zeta SE{Z} of the first merge's centroids (the over-seeded
+                                      # K0) is kept, later epochs merge only pairs closer than that, and K
+                                      # settles by itself; "each" = Eq. 11 re-standardised every epoch,
+                                      # which always finds pairs below zeta and merges to min_clusters
     merge_mode: str = "pairs"         # see mixlab.mixture.merge: "pairs" (closest-first disjoint pairs,
                                       # <= K/2 merges per epoch) or "components" (transitive)
     min_clusters: int = 2             # mixlab's choice: no merging once K <= min_clusters, and a merge
@@ -122,11 +127,10 @@ class SiamMMConfig:
     nce_negatives: int = 0            # |A_-| of Eq. 14: 0 = all other centroids, else that many sampled
                                       # (paper: 16000 of 100k)
     cluster_weight: float = 1.0       # weight of the cluster term; Eq. 13 = 1
-    kappa_normalize: bool = False     # mixlab's choice for plain SGD: divide the cluster term by the mean
-                                      # kappa-hat of the epoch (a per-epoch constant: Eq. 9's per-cluster
-                                      # kappa ratios are kept, only its weight against L_inst changes).
-                                      # With kappa ~ d the unscaled term outweighs L_inst ~100x; the paper
-                                      # trains with LARS, whose per-layer trust ratio absorbs the scale
+    kappa_normalize: bool = False     # ablation only ("kappa-normalised L^H"): divide the cluster term by
+                                      # the epoch's mean kappa-hat. Off by default: Eq. 13 adds L^H and
+                                      # L_inst unweighted, and LARS rescales a layer's whole step, not the
+                                      # ratio of the two terms, so it does not license this division
     inst_loss: str = "byol"           # D of Eq. 1: "byol" (2 - 2 cos, mixlab's default), "cosine" (SimSiam),
                                       # "infonce" (MoCo v3 with in-batch negatives, Table 4 "w/ n"), "none"
     inst_tau: float = 0.2             # temperature of inst_loss="infonce" (MoCo v3: 0.2)
@@ -156,6 +160,7 @@ class SiamMMConfig:
         check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
         check_choice("method.centroid_update", self.centroid_update, ("consistent", "reinit"))
         check_choice("method.merge_mode", self.merge_mode, ("pairs", "components"))
+        check_choice("method.merge_threshold", self.merge_threshold, ("first", "each"))
         check_choice("method.cluster_loss", self.cluster_loss, ("mle", "nce1", "nce2", "none"))
         check_choice("method.inst_loss", self.inst_loss, INSTANCE_LOSSES)
         if self.cluster_start_epoch < 2:
@@ -174,21 +179,23 @@ class SiamMM(Method):
     n_views = 2
     _DYNAMIC = ("mu", "kappa", "log_frac", "assign")  # buffers whose shape follows K (fitted on rank 0)
 
-    # cpu/gpu/smoke train with plain SGD, hence kappa_normalize (see the field); zeta was picked on the
-    # cpu profile so that K settles near the number of classes (the paper: "adjust this parameter
-    # through methods like grid search"); the merging notebook shows the curves for other K0.
+    # §5.1's settings in every profile: LARS, weight decay 1e-6, lr = 0.6 x batch / 256 (the paper's
+    # linear rule, applied to each profile's batch size), warm-up 10% of the epochs (10 of 100);
+    # Eq. 13 unweighted; zeta = -1.2 (§5); K0 = 100, well above any plausible K on Fashion-MNIST
+    # (the class count plays no part: K is whatever merging leaves); H = 5, tau = 0.02, alpha = 1.
+    # The budget forces only the widths (proj/pred MLPs, d^PCA = 150/256 of proj_dim).
     PROFILES = {
-        "smoke": {"train": {"augment": "moco-gray", "epochs": 3, "lr": 0.05},
-                  "method": {"n_clusters": 20, "zeta": -1.5, "proj_dim": 32, "proj_hidden": 64,
-                             "pred_hidden": 64, "pca_dim": 20, "kmeans_iters": 5, "kappa_normalize": True}},
-        "cpu": {"train": {"subset": 4096, "epochs": 10, "batch_size": 256, "augment": "moco-gray", "lr": 0.05,
-                          "weight_decay": 1e-4, "warmup_epochs": 1},
-                "method": {"n_clusters": 50, "zeta": -1.9, "proj_dim": 128, "proj_hidden": 512,
-                           "pred_hidden": 512, "pca_dim": 75, "kappa_normalize": True}},
-        "gpu": {"train": {"epochs": 40, "batch_size": 512, "augment": "moco-gray", "lr": 0.1,
-                          "weight_decay": 5e-4, "warmup_epochs": 2},
-                "method": {"n_clusters": 100, "zeta": -1.9, "proj_dim": 256, "proj_hidden": 2048,
-                           "pred_hidden": 2048, "pca_dim": 150, "kappa_normalize": True}},
+        "smoke": {"train": {"augment": "moco-gray", "epochs": 3, "lr": 0.3, "weight_decay": 1e-6},
+                  "method": {"n_clusters": 20, "zeta": -1.2, "proj_dim": 32, "proj_hidden": 64,
+                             "pred_hidden": 64, "pca_dim": 20, "kmeans_iters": 5, "lars": True}},
+        "cpu": {"train": {"subset": 4096, "epochs": 10, "batch_size": 256, "augment": "moco-gray", "lr": 0.6,
+                          "weight_decay": 1e-6, "warmup_epochs": 1},
+                "method": {"n_clusters": 100, "zeta": -1.2, "proj_dim": 128, "proj_hidden": 512,
+                           "pred_hidden": 512, "pca_dim": 75, "lars": True}},
+        "gpu": {"train": {"epochs": 40, "batch_size": 512, "augment": "moco-gray", "lr": 1.2,
+                          "weight_decay": 1e-6, "warmup_epochs": 4},
+                "method": {"n_clusters": 100, "zeta": -1.2, "proj_dim": 256, "proj_hidden": 2048,
+                           "pred_hidden": 2048, "pca_dim": 150, "lars": True}},
         # §5.1: ImageNet-1k, ResNet-50, MoCo v3 augmentation, LARS, wd 1e-6, batch 4096,
         # lr = 0.6 x 4096 / 256 (100 epochs), cosine; K0 = 100k, zeta = -1.2, H = 5, alpha = 1, tau = 0.02.
         # mixlab has no ImageNet-1k loader nor ResNet-50: the dataset stays the common default and
@@ -215,6 +222,7 @@ class SiamMM(Method):
         self.register_buffer("log_frac", torch.zeros(0))             # [K] log cluster fractions (mixing weights)
         self.register_buffer("assign", torch.zeros(N, 0, dtype=torch.long))  # [N, H] the H nearest, best first
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("merge_dist", torch.tensor(float("nan"), dtype=torch.float64))  # "first" rule
         self.register_buffer("epoch_now", torch.zeros((), dtype=torch.long))
         self._total_steps = 0  # set by configure_optimizers (cosine momentum schedule)
 
@@ -223,6 +231,14 @@ class SiamMM(Method):
     def n_clusters(self) -> int:
         """The current K (after merging); the configured initial K before the first clustering."""
         return self.mu.shape[0] if self.initialized else self.cfg.n_clusters
+
+    @property
+    def kappa_dim(self) -> int:
+        """The dimension kappa-hat belongs to, hence the d of its c_d(kappa) (Eq. 4): d^PCA for
+        Eq. 16 ("pca", "shared"), the embedding dimension otherwise (Eq. 7, "constant")."""
+        if self.cfg.kappa in ("pca", "shared"):
+            return min(self.cfg.pca_dim, self.cfg.proj_dim)
+        return self.cfg.proj_dim
 
     @property
     def initialized(self) -> bool:
@@ -304,7 +320,7 @@ class SiamMM(Method):
         log_pi = log_assignment_weights(vv, mu, log_alpha, cfg.tau)  # Eq. 10
         log_c = None
         if cfg.loss_normalizer:
-            log_c = vmf_log_normalizer(self.mu.shape[1], self.kappa.double()).float()[a]
+            log_c = vmf_log_normalizer(self.kappa_dim, self.kappa.double()).float()[a]
         return cluster_loss(v, mu, kappa, log_pi, log_c).mean()  # Eq. 9
 
     @torch.no_grad()
@@ -356,13 +372,23 @@ class SiamMM(Method):
             logs["merged"] = 0
             if cfg.merge and epoch >= merge_from and len(centroids) > cfg.min_clusters:  # Eq. 11
                 sizes = self.log_frac.cpu().double().exp()
-                merged, _ = merge_clusters(centroids, cfg.zeta, sizes=sizes, mode=cfg.merge_mode)
+                merged, _ = merge_clusters(centroids, cfg.zeta, sizes=sizes, mode=cfg.merge_mode,
+                                           threshold=self._merge_distance(centroids))
                 if len(merged) >= cfg.min_clusters:
                     logs["merged"] = len(centroids) - len(merged)
                     centroids = merged
             centroids = self._cluster(z, centroids)           # E-step clustering (§4.3)
         self._estep_mstep(z, centroids)
         return logs
+
+    def _merge_distance(self, centroids: torch.Tensor) -> float | None:
+        """The fixed distance of ``merge_threshold="first"`` (measured at the first merge, then
+        kept, also across a resume), or None for "each" (Eq. 11 on this epoch's centroids)."""
+        if self.cfg.merge_threshold == "each":
+            return None
+        if torch.isnan(self.merge_dist):
+            self.merge_dist.fill_(distance_threshold(centroids, self.cfg.zeta))
+        return float(self.merge_dist)
 
     def _cluster(self, z: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """k-means on this epoch's embeddings: warm-started from ``previous`` (consistent, §4.3) or
@@ -433,12 +459,14 @@ class SiamMM(Method):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior p(k | z) over the current K clusters of the vMF mixture (Eq. 2-4), with mixing
         weights = the cluster fractions of the last E-step: softmax_k(log pi_k + log c_d(kappa_k)
-        + kappa_k mu_k^T z), in log space. Before the first clustering: uniform over n_clusters."""
+        + kappa_k mu_k^T z), in log space, with d = :attr:`kappa_dim` (c_d of a PCA-kappa is that
+        of a d^PCA-dimensional vMF). Before the first clustering: uniform over n_clusters."""
         z = self.embed(x)
         if not self.initialized:
             return torch.full((len(x), self.cfg.n_clusters), 1.0 / self.cfg.n_clusters, device=z.device)
         with full_precision(z):
-            return vmf_mixture_log_posterior(z, self.mu, self.kappa, self.log_frac).exp()
+            return vmf_mixture_log_posterior(z, self.mu, self.kappa, self.log_frac,
+                                             kappa_dim=self.kappa_dim).exp()
 
 
 class LARS(torch.optim.Optimizer):

@@ -9,8 +9,14 @@ where E and SE are the mean and standard deviation of the pairwise distances ove
 pairs i < j (SiamMM uses zeta = -1.2, about the 10th percentile of the standardised
 distances, applied once per epoch, Algorithm 1 "Merge", starting from a large K).
 
-The paper does not spell out how overlapping pairs or the merged centroid are handled;
-the choices here (documented, and switchable):
+The paper does not spell out how overlapping pairs or the merged centroid are handled,
+nor when merging stops; the choices here (documented, and switchable):
+
+- Eq. 11 re-standardised at every call always finds pairs below zeta (it ranks the pairs
+  against each other), so repeated calls merge down to any floor. ``threshold`` instead
+  takes a fixed distance, e.g. :func:`distance_threshold` E{Z} + zeta SE{Z} measured once
+  on the first (over-seeded) centroids: later calls merge only pairs that are closer than
+  the first call's zeta-quantile, and merging stops by itself.
 
 - ``mode="pairs"`` (default): closest-first greedy matching: candidate pairs are visited
   in increasing distance and merged when neither cluster has been merged yet in this
@@ -31,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["merge_clusters", "pairwise_zscores"]
+__all__ = ["distance_threshold", "merge_clusters", "pairwise_zscores"]
 
 
 def _np64(a) -> np.ndarray:
@@ -67,9 +73,8 @@ def pairwise_zscores(centroids):
     return i, j, z, dist
 
 
-def _candidates_sparse(mu: np.ndarray, zeta: float, knn: int, n_sample: int, seed: int):
-    """Large K: E/SE from ``n_sample`` random pairs, candidates from each centroid's ``knn``
-    nearest neighbours (blocked exact search)."""
+def _sampled_threshold(mu: np.ndarray, zeta: float, n_sample: int, seed: int) -> float:
+    """E{Z} + zeta SE{Z} from ``n_sample`` random pairs (nan when all are equidistant)."""
     K = mu.shape[0]
     rng = np.random.default_rng(seed)
     a = rng.integers(0, K, size=n_sample)
@@ -77,9 +82,32 @@ def _candidates_sparse(mu: np.ndarray, zeta: float, knn: int, n_sample: int, see
     b = b + (b >= a)  # uniform over ordered pairs with a != b
     ds = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[a], mu[b]), 0.0, None))
     mean, se = ds.mean(), ds.std()
-    if _equidistant(mean, se):
+    return float("nan") if _equidistant(mean, se) else float(mean + zeta * se)
+
+
+def distance_threshold(centroids, zeta: float, *, max_dense: int = 8192, n_sample_pairs: int = 1_000_000,
+                       seed: int = 0) -> float:
+    """Eq. 11 as a distance: z_ij < zeta  <=>  Z_ij < E{Z} + zeta SE{Z}.
+
+    Exact over all pairs up to ``max_dense`` centroids, else from ``n_sample_pairs`` random
+    pairs. ``nan`` when there are fewer than 3 centroids or all pairs are equidistant (nothing
+    to standardise: no pair passes)."""
+    mu = _unit(_np64(centroids))
+    if mu.shape[0] < 3:
+        return float("nan")
+    if mu.shape[0] > max_dense:
+        return _sampled_threshold(mu, float(zeta), int(n_sample_pairs), int(seed))
+    _, _, _, dist = pairwise_zscores(mu)
+    mean, se = dist.mean(), dist.std()
+    return float("nan") if _equidistant(mean, se) else float(mean + zeta * se)
+
+
+def _candidates_sparse(mu: np.ndarray, thr: float, knn: int):
+    """Large K: pairs closer than ``thr`` among each centroid's ``knn`` nearest neighbours
+    (blocked exact search)."""
+    K = mu.shape[0]
+    if not np.isfinite(thr):
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    thr = mean + zeta * se  # z < zeta  <=>  dist < thr
     m = torch.from_numpy(mu)
     k = min(knn + 1, K)
     ii, jj, dd = [], [], []
@@ -111,6 +139,7 @@ def merge_clusters(
     knn: int = 16,
     n_sample_pairs: int = 1_000_000,
     seed: int = 0,
+    threshold: float | None = None,
 ):
     """Merge clusters whose standardised centroid distance is below ``zeta`` (SiamMM Eq. 11).
 
@@ -126,6 +155,9 @@ def merge_clusters(
         max_dense: up to this K all K(K-1)/2 distances are used exactly; above it, E and SE
             are estimated from ``n_sample_pairs`` random pairs (``seed``) and candidate
             pairs come from each centroid's ``knn`` nearest neighbours.
+        threshold: a fixed distance replacing this call's E{Z} + zeta SE{Z} (``zeta`` is then
+            unused): pairs with Z_ij < threshold merge (e.g. :func:`distance_threshold` of
+            the first centroids, see the module docstring).
 
     Returns:
         ``(new_centroids, old_to_new)``: ``[K', d]`` and ``[K]`` int64 mapping old -> new
@@ -150,12 +182,15 @@ def merge_clusters(
     if K < 3:
         i = j = np.empty(0, np.int64)
         dist = np.empty(0)
-    elif K <= max_dense:
-        i, j, z, dist = pairwise_zscores(mu)
-        keep = (z < zeta) & (not _equidistant(dist.mean(), dist.std()))
-        i, j, dist = i[keep], j[keep], dist[keep]
     else:
-        i, j, dist = _candidates_sparse(mu, float(zeta), int(knn), int(n_sample_pairs), int(seed))
+        thr = threshold if threshold is not None else distance_threshold(
+            mu, zeta, max_dense=max_dense, n_sample_pairs=n_sample_pairs, seed=seed)
+        if K <= max_dense:
+            i, j, _, dist = pairwise_zscores(mu)
+            keep = dist < thr  # False for every pair when thr is nan (equidistant)
+            i, j, dist = i[keep], j[keep], dist[keep]
+        else:
+            i, j, dist = _candidates_sparse(mu, float(thr), int(knn))
 
     # union-find over the accepted pairs
     parent = np.arange(K)

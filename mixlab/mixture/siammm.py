@@ -183,7 +183,7 @@ def nce2_loss(v: Tensor, mu: Tensor, kappa: Tensor, assign: Tensor, negatives: T
 
 
 def vmf_mixture_log_posterior(z: Tensor, mu: Tensor, kappa: Tensor, log_weights: Tensor,
-                              normalizer: bool = True) -> Tensor:
+                              normalizer: bool = True, kappa_dim: int | None = None) -> Tensor:
     """log p(k | z) of the vMF mixture f(z) = sum_k pi_k c_d(kappa_k) exp(kappa_k mu_k^T z) (Eq. 2-4).
 
         log p(k | z) = log_softmax_k (log pi_k + log c_d(kappa_k) + kappa_k mu_k^T z)
@@ -193,12 +193,14 @@ def vmf_mixture_log_posterior(z: Tensor, mu: Tensor, kappa: Tensor, log_weights:
         log_weights: ``[K]`` log mixing weights log pi_k (e.g. log cluster fractions).
         normalizer: include log c_d(kappa_k) (the exact posterior); ``False`` drops it, which
             is what Eq. 9 does inside the loss.
+        kappa_dim: the dimension d of c_d, the one kappa was estimated in: d^PCA for Eq. 16
+            (kappa and c_d(kappa) belong to the same d-dimensional vMF); default z's dimension.
     Returns ``[B, K]`` log posteriors (rows logsumexp to 0).
     """
     z = F.normalize(z.float(), dim=-1)
     kappa = kappa.float()
     logits = kappa[None, :] * (z @ mu.float().T) + log_weights.float()[None, :]
     if normalizer:
-        logc = vmf_log_normalizer(z.shape[1], kappa.detach().double()).to(logits)
+        logc = vmf_log_normalizer(kappa_dim or z.shape[1], kappa.detach().double()).to(logits)
         logits = logits + logc[None, :]
     return torch.log_softmax(logits, dim=1)
