@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,12 +18,15 @@ EPILOG = """examples:
   python -m mixlab eval --run runs/mice0
   python -m mixlab config --method nmm --profile gpu
   torchrun --nproc_per_node=2 -m mixlab train --method moco --profile smoke --out /tmp/ddp
+  python -m mixlab --debug train ...   (or MIXLAB_DEBUG=1): full traceback instead of a one-line error
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mixlab", description="mixlab: deep clustering with mixture "
                                 "models and EM.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show the full traceback instead of one line (also: MIXLAB_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def run_options(q):
@@ -115,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: result[k] for k in ("acc", "nmi", "ari", "ami")}))
         return 0
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss, CheckpointError) as exc:
+        if args.debug or os.environ.get("MIXLAB_DEBUG", "0") not in ("", "0"):
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"mixlab: error: {message}", file=sys.stderr)
         return 2 if isinstance(exc, (ConfigError, FileNotFoundError, FileExistsError)) else 1

@@ -9,6 +9,7 @@ raises :class:`ConfigError` with one line that names the field. Profiles (``smok
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,27 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 class ConfigError(ValueError):
     """A configuration field has a wrong name, type or value."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but numbers in Python notation (``1e-3``, ``5e-4``, ``1.0e12``, ``.5``) are
+    floats: YAML 1.1, which PyYAML implements, reads an exponent without a dot as a string."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """Parse YAML text with :class:`YamlLoader` (raises ``yaml.YAMLError`` on bad syntax)."""
+    return yaml.load(text, Loader=YamlLoader)
 
 
 def check_choice(where: str, value, choices) -> None:
@@ -198,7 +220,7 @@ def parse_set(assignments: list[str], method_cls) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set {item!r} must look like field=value (e.g. --set lr=0.1)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = load_yaml(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         section, _, name = key.rpartition(".")
@@ -222,7 +244,7 @@ def load_param_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"parameter file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -355,11 +356,7 @@ class Trainer:
         io.torch_save(self.out / "checkpoint.pt", self.state())
 
     def load_checkpoint(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location=self.s.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is corrupt
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"checkpoint {path} is unreadable ({reason}); delete it to start over") from None
+        state = read_checkpoint(path, self.s.device)
         if state.get("config") != self.s.cfg.to_dict():
             raise CheckpointError(f"checkpoint {path} was written with another configuration;"
                                   " resume with the same settings or choose a new --out")
@@ -372,6 +369,34 @@ class Trainer:
         self.train_seconds = state.get("train_seconds", 0.0)
         self.stopped_by_budget = state.get("stopped_by_budget", False)
         self.history = state["history"]
+
+
+CHECKPOINT_KEYS = ("epoch", "global_step", "wall", "config", "history", "method", "optimizers", "schedulers")
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    """``torch.load`` a checkpoint written by :meth:`Trainer.save_checkpoint`; if it cannot be used,
+    raise :class:`CheckpointError` saying in plain words why (not a checkpoint, truncated, written by
+    another version) and what to do."""
+    path = Path(path)
+    todo = "; delete it to start over (or train into a new --out)"
+    with open(path, "rb") as fh:
+        is_zip = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if not is_zip:
+        raise CheckpointError(f"checkpoint {path} is unreadable: it is not a mixlab checkpoint{todo}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"checkpoint {path} is unreadable: it holds objects that this version cannot"
+                              f" load safely (written by another version of mixlab or torch){todo}") from None
+    except Exception:  # noqa: BLE001 - the zip reader's errors: missing central directory, bad CRC, short read
+        raise CheckpointError(f"checkpoint {path} is unreadable: the file is truncated or damaged (an interrupted"
+                              f" copy or a full disk){todo}") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is unreadable: it was written by another version of mixlab or"
+                              f" another program (no {missing[0]!r} entry){todo}")
+    return state
 
 
 def _json_line(row: dict) -> str:

@@ -110,7 +110,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
     data["train"]["device"] = device
     cfg = config_mod.from_dict(data)
     setup = engine.build(cfg)
-    state = torch.load(run_dir / "checkpoint.pt", map_location=setup.device, weights_only=True)
+    state = engine.read_checkpoint(run_dir / "checkpoint.pt", setup.device)
     setup.method.load_state_dict(state["method"])
     setup.method.eval()
     return setup

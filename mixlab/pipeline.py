@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from mixlab import claims, io
-from mixlab.config import PROFILES, ConfigError
+from mixlab.config import PROFILES, ConfigError, load_yaml
 from mixlab.provenance import REPO, provenance
 
 
@@ -28,7 +28,7 @@ class NotebookFailed(RuntimeError):
 
 def manifest(root: Path = REPO) -> list[str]:
     path = root / "notebooks" / "manifest.yaml"
-    entries = yaml.safe_load(path.read_text())["notebooks"]
+    entries = load_yaml(path.read_text())["notebooks"]
     return [str(e) for e in entries]
 
 
@@ -47,7 +47,7 @@ def parameters(name: str, profile: str, root: Path = REPO) -> dict:
     if not path.is_file():
         raise ConfigError(f"no parameter file {path} for notebook {name!r} on profile {profile!r}")
     try:
-        params = yaml.safe_load(path.read_text()) or {}
+        params = load_yaml(path.read_text()) or {}
     except yaml.YAMLError:
         raise ConfigError(f"parameter file {path} is not valid YAML; fix its syntax") from None
     if not isinstance(params, dict):

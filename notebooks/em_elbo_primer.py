@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,7 +23,8 @@
 # Every claim is followed by a cell that checks it on random data **with the same `mixlab.mixture`
 # functions the methods train with**, prints the gap, and asserts it is below a tolerance (a wrong
 # identity fails the notebook). The gaps are written to `results_dir/em_elbo_primer/checks.json`.
-# Papers: `../shared/papers/` (equation numbers are theirs).
+# Papers (equation numbers are theirs): MiCE, Tsai, Li & Zhu, "MiCE: Mixture of Contrastive Experts for Unsupervised Image Clustering", ICLR 2021; SiamMM, Wang, Huang & Liang (Meta AI), "SiamMM: A Mixture Model Perspective on Deep Unsupervised Learning", arXiv 2024;
+# NMM, Tissera et al., "Neural Mixture Models with Expectation-Maximization for End-to-end Deep Clustering"; TCC, Shen et al., "You Never Cluster Alone", NeurIPS 2021 (supplementary material).
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # MiCE vs. the two-stage baseline MoCo + spherical k-means
 #
-# **MiCE** (Tsai, Li & Zhu, ICLR 2021; `../shared/papers/mice.md`) is a mixture of K contrastive
+# **MiCE** (Tsai, Li & Zhu, "MiCE: Mixture of Contrastive Experts for Unsupervised Image Clustering", ICLR 2021) is a mixture of K contrastive
 # experts. A gating network g_ψ gives a prior p(z|x) from the cosine to fixed prototypes ω, the
 # centers of a Max-Mahalanobis distribution (Eq. 4); each expert k scores the teacher embedding of
 # another view of the same image against its student embedding and its prototype μ_k,

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -14,7 +16,7 @@
 # %% [markdown]
 # # Neural mixture EM on images: EM, consistency, and the two-fold optimization (NMM §7–8)
 #
-# The NMM paper (`../shared/papers/neural-mixture-em.md`) clusters images with a CNN whose K
+# The NMM paper (Tissera et al., "Neural Mixture Models with Expectation-Maximization for End-to-end Deep Clustering") clusters images with a CNN whose K
 # output neurons are the mixture (see `nmm_2d` for the 2-D picture). For images it adds a
 # transformed view x^tr of every image and two objectives:
 #

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -14,7 +16,7 @@
 # %% [markdown]
 # # Neural mixture EM in 2-D: why the relevance scores are normalized (NMM §5, §8.1)
 #
-# The NMM paper (`../shared/papers/neural-mixture-em.md`) lets a network's last layer *be* a
+# The NMM paper (Tissera et al., "Neural Mixture Models with Expectation-Maximization for End-to-end Deep Clustering") lets a network's last layer *be* a
 # mixture: K relevance scores a_ij, normalized over the batch per cluster (a*_ij, §5), give the
 # cluster densities h_j(x) = sigmoid(a*_ij / γ) and the posterior p_ij = softmax(a*_i) (§6). One
 # forward pass is the E-step, one gradient step on the EM loss (Eq. 6, p held constant) the M-step.

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # SiamMM: a von Mises–Fisher mixture on a Siamese network
 #
-# **SiamMM** (Wang, Huang & Liang 2024; `../shared/papers/siammm.md`) reads clustering-based
+# **SiamMM** (Wang, Huang & Liang (Meta AI), "SiamMM: A Mixture Model Perspective on Deep Unsupervised Learning", arXiv 2024) reads clustering-based
 # self-supervised learning as a mixture model. Embeddings are L2-normalised, so each cluster is a
 # von Mises–Fisher component f_k(v) = c_d(κ_k) exp(κ_k μ_kᵀ v) (Eq. 3–4). Training alternates
 #
@@ -67,7 +67,7 @@ EXP = "siammm"
 cfg = config.resolve("siammm", profile)
 print(f"{cfg.train.dataset} subset={cfg.train.subset} backbone={cfg.train.backbone} epochs={cfg.train.epochs} "
       f"K0={cfg.params.n_clusters} zeta={cfg.params.zeta} H={cfg.params.n_nearest} tau={cfg.params.tau} "
-      f"kappa={cfg.params.kappa}")
+      f"kappa={cfg.params.kappa_mode}")
 
 # %% [markdown]
 # ## Train over the seeds; clustering metrics at the final K, majority accuracy, linear probe, k-NN

@@ -61,7 +61,7 @@ ROWS = {  # name -> (method overrides, the paper's ImageNet top-1 for that row)
     "w/o L_inst": ({"inst_loss": "none"}, 71.8),
     "w/ negative inst. (MoCo v3)": ({"inst_loss": "infonce"}, 73.1),
     "H = 1 (hard)": ({"n_nearest": 1}, 73.0),
-    "shared kappa": ({"kappa": "shared"}, 72.9),
+    "shared kappa": ({"kappa_mode": "shared"}, 72.9),
     "re-initialised centroids": ({"centroid_update": "reinit"}, 73.1),
     "fixed K": ({"merge": False, "n_clusters": n_classes}, 71.6),
     "L^nce1 (neg. centroids)": ({"cluster_loss": "nce1"}, 72.3),

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -14,8 +16,8 @@
 # %% [markdown]
 # # TCC: instance-level ELBO + cluster-level contrast, and what each part buys
 #
-# TCC ("You Never Cluster Alone", Shen et al. 2021; only the supplement is in
-# `../shared/papers/tcc-supplement.md`) gives every image a categorical cluster variable with an
+# TCC (Shen et al., "You Never Cluster Alone", NeurIPS 2021; this implementation
+# follows its supplementary material) gives every image a categorical cluster variable with an
 # inference model q(k|x), reparametrized by **one Gumbel-softmax sample c per image per step**,
 # and trains two tracks through it, end to end:
 #

@@ -48,3 +48,43 @@ def test_malformed_param_file(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_param_file(bad)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5e-4", 5e-4), ("1.0e12", 1.0e12), ("2E+1", 20.0),
+                                          (".5", 0.5), ("3", 3)])
+def test_python_notation_numbers_in_set_and_param_files(tmp_path, text, value):
+    assert parse_set([f"lr={text}"], Toy)["train"]["lr"] == value
+    params = tmp_path / "p.yaml"
+    params.write_text(f"train:\n  lr: {text}\n")
+    assert resolve("toy", "smoke", load_param_file(params)).train.lr == value
+
+
+def test_strings_stay_strings_in_set():
+    assert parse_set(["dataset=1e-3x", "augment=none"], Toy)["train"] == {"dataset": "1e-3x", "augment": "none"}
+
+
+def test_no_method_field_shares_a_name_with_a_training_field_and_names_keep_one_type():
+    import dataclasses
+    import typing
+
+    from mixlab.config import TrainConfig
+    from mixlab.methods import get_method, method_names
+
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    types: dict = {}
+    for name in method_names():
+        for field, tp in typing.get_type_hints(get_method(name).Config).items():
+            assert field not in train, f"{name}.Config.{field} collides with train.{field}"
+            types.setdefault(field, set()).add(tp)
+    assert {n: t for n, t in types.items() if len(t) > 1} == {}
+
+
+@pytest.mark.parametrize("method, assignment, section", [("tcc", "teacher_momentum=0.9", "method"),
+                                                          ("nmm", "density_gamma=4", "method"),
+                                                          ("nmm", "gamma=0.5", "train"),
+                                                          ("tcc", "momentum=0.8", "train")])
+def test_bare_names_resolve_for_every_method(method, assignment, section):
+    from mixlab.methods import get_method
+
+    key, _, _ = assignment.partition("=")
+    assert key in parse_set([assignment], get_method(method))[section]

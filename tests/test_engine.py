@@ -125,3 +125,34 @@ def test_time_budget_stops_mid_epoch_and_evaluates(tmp_path):
     assert again["stopped_by_budget"] and again["epochs"] == 1
     full = engine.train(resolve("toy", "smoke", {"train": {"epochs": 2}}), tmp_path / "full")
     assert not full["stopped_by_budget"] and full["epochs"] == 2
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not a checkpoint", "not a mixlab checkpoint"),
+    ("truncated", "truncated"),
+    ({"weights": [1, 2]}, "another version"),
+])
+def test_unreadable_checkpoint_says_what_is_wrong_in_plain_words(tmp_path, content, reason):
+    engine.train(_cfg(), tmp_path / "r")
+    path = tmp_path / "r" / "checkpoint.pt"
+    if content == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif isinstance(content, dict):
+        torch.save(content, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(engine.CheckpointError) as err:
+        engine.train(_cfg(), tmp_path / "r", resume=True)
+    message = str(err.value)
+    assert reason in message and "delete it" in message and "\n" not in message and "weights_only" not in message
+
+
+def test_cli_shows_the_traceback_only_when_debugging(tmp_path, capsys, monkeypatch):
+    argv = ["train", "--method", "toy", "--profile", "smoke", "--set", "lrr=1", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(Exception, match="lrr"):
+        main(["--debug"] + argv)
+    monkeypatch.setenv("MIXLAB_DEBUG", "1")
+    with pytest.raises(Exception, match="lrr"):
+        main(argv)

@@ -168,7 +168,7 @@ def test_config_validation_names_the_field():
     for profile in ("smoke", "cpu", "gpu", "paper"):
         resolve("nmm", profile)
     paper = resolve("nmm", "paper")
-    assert (paper.params.lr_em, paper.params.lr_consistency, paper.params.gamma) == (5e-5, 1e-4, 5.0)
+    assert (paper.params.lr_em, paper.params.lr_consistency, paper.params.density_gamma) == (5e-5, 1e-4, 5.0)
     assert (paper.train.batch_size, paper.train.epochs, paper.train.backbone) == (128, 250, "nmm-mnist")
 
 

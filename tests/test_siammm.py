@@ -143,15 +143,15 @@ def test_kappa_is_larger_for_tighter_clusters():
     centers = np.eye(d)[:3]
     z, _ = _blobs(centers, [30.0, 150.0, 600.0], 200)
     for kind in ("mle", "pca"):
-        m = _method(len(z), d, kappa=kind, pca_dim=8 if kind == "pca" else d)
+        m = _method(len(z), d, kappa_mode=kind, pca_dim=8 if kind == "pca" else d)
         m._estep_mstep(z, torch.as_tensor(centers).float())
         order = m.mu @ torch.as_tensor(centers).float().T  # which estimated cluster is which blob
         k = m.kappa[order.argmax(0)]
         assert k[0] < k[1] < k[2], (kind, k)
-    m = _method(len(z), d, kappa="constant", kappa_const=7.0)
+    m = _method(len(z), d, kappa_mode="constant", kappa_const=7.0)
     m._estep_mstep(z, torch.as_tensor(centers).float())
     assert torch.all(m.kappa == 7.0)
-    m = _method(len(z), d, kappa="shared", pca_dim=8)
+    m = _method(len(z), d, kappa_mode="shared", pca_dim=8)
     m._estep_mstep(z, torch.as_tensor(centers).float())
     assert torch.allclose(m.kappa, m.kappa.mean().expand(3))
 
@@ -302,8 +302,8 @@ def test_load_state_dict_resizes_k_dependent_buffers():
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="method.cluster_start_epoch"):
         resolve("siammm", "smoke", {"method": {"cluster_start_epoch": 1}})
-    with pytest.raises(ConfigError, match="method.kappa"):
-        resolve("siammm", "smoke", {"method": {"kappa": "bessel"}})
+    with pytest.raises(ConfigError, match="method.kappa_mode"):
+        resolve("siammm", "smoke", {"method": {"kappa_mode": "bessel"}})
     for prof in ("smoke", "cpu", "gpu", "paper"):
         resolve("siammm", prof)
 

@@ -218,7 +218,7 @@ def test_method_shapes_config_errors_and_checkpoint_state():
     state = m.state_dict()
     assert {"queue.data", "queue.ptr", "student.prototypes", "teacher.prototypes"} <= set(state)
     for bad, field in (({"cluster_repr": "mean"}, "cluster_repr"), ({"gumbel_temperature": 0}, "gumbel_temperature"),
-                       ({"embed_dim": 4, "n_clusters": 10}, "embed_dim"), ({"momentum": 1.0}, "momentum"),
+                       ({"embed_dim": 4, "n_clusters": 10}, "embed_dim"), ({"teacher_momentum": 1.0}, "teacher_momentum"),
                        ({"instance_weight": 0, "cluster_weight": 0}, "instance_weight")):
         with pytest.raises(ConfigError, match=field):
             resolve("tcc", "smoke", {"method": bad})

@@ -88,8 +88,13 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding ``[B, d]`` for plots (t-SNE/UMAP)."""
-        raise NotImplementedError
+        """Embedding ``[B, d]`` for plots (t-SNE/UMAP) and the silhouette; default: the posterior."""
+        return self.predict(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen representation ``[B, D]`` for linear-probe / k-NN evaluation; default: ``embed``.
+        Methods with a backbone return its output."""
+        return self.embed(x)
 
 
 def make_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:

@@ -1,4 +1,5 @@
-"""MiCE: Mixture of Contrastive Experts (Tsai, Li & Zhu, ICLR 2021; ``../shared/papers/mice.md``).
+"""MiCE: Mixture of Contrastive Experts (Tsai, Li & Zhu, "MiCE: Mixture of Contrastive Experts for
+Unsupervised Image Clustering", ICLR 2021).
 
 Model (§4). A gating network g_ψ and a student f_θ share one backbone; the student has K expert
 output layers (``ExpertHead``, one batched op) giving f_{n,k}, the gating network its own output
@@ -297,6 +298,11 @@ class MiCE(Method):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized gating embedding g (App. E uses it for t-SNE)."""
         return F.normalize(self.gating(x).float(), dim=-1)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the backbone that f_θ and g_ψ share (for linear-probe / k-NN evaluation)."""
+        return self.student.backbone(x).float()
 
     def prior(self, x: torch.Tensor) -> torch.Tensor:
         """The gating function p(z | x) of Eq. (4) on clean images."""

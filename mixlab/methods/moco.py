@@ -137,6 +137,11 @@ class MoCo(Method):
         return F.normalize(self.teacher(x).float(), dim=-1)
 
     @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output of the student f_θ (for linear-probe / k-NN evaluation)."""
+        return self.student[0](x).float()
+
+    @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior from the nearest centroid: one-hot, or softmax(cos / T) if soft_temperature > 0."""
         v = self.embed(x)

@@ -22,7 +22,7 @@ original is the un-augmented image; with ``original_view="clean"`` NMM asks the 
 ``clean_views = (0,)`` (view 0 = ``augmenter.clean(x)``); ``"augmented"`` uses two augmented views.
 
 Training ignores ``train.lr``, ``train.optimizer``, ``train.momentum`` and ``train.weight_decay``:
-the stage optimizers are Adam with ``lr_em`` / ``lr_consistency`` / ``weight_decay`` below (the
+the stage optimizers are Adam with ``lr_em`` / ``lr_consistency`` / ``adam_weight_decay`` below (the
 engine's schedule multiplier ``train.schedule`` still applies; the paper's is constant).
 """
 from __future__ import annotations
@@ -72,11 +72,11 @@ class NMMConfig:
     norm_stats: str = "batch"
     norm_momentum: float = 0.1         # running-statistics update rate (mixlab's choice: PyTorch's BN default)
     norm_eps: float = 1e-5             # added to the variance (mixlab's choice)
-    gamma: float = 5.0                 # §5: a*/gamma stays in the sigmoid's linear region; 5 for batch 128
+    density_gamma: float = 5.0         # §5: a*/gamma stays in the sigmoid's linear region; 5 for batch 128
     # "fixed": gamma as given, any batch size; "bound": gamma scaled with the batch size so that
     # the largest possible |a*|/gamma, (n-1)/sqrt(n)/gamma, equals the paper's value at batch 128
     # (§5 says gamma "is dependent on the batch-size" but gives only 5 @ 128: mixlab's choice).
-    gamma_scaling: str = "fixed"
+    density_gamma_scaling: str = "fixed"
     # §6 posterior: "softmax" of a* (the paper) or "density_ratio" h_j / sum_k h_k (what softmax
     # approximates; mixlab's ablation).
     posterior: str = "softmax"
@@ -85,7 +85,7 @@ class NMMConfig:
     original_view: str = "clean"
     lr_em: float = 5e-5                # §8.2: Adam for the EM step (1e-3 for the §8.1 MLP)
     lr_consistency: float = 1e-4       # §8.2: Adam for the consistency step
-    weight_decay: float = 0.0          # both Adams; the paper mentions none (mixlab's choice 0)
+    adam_weight_decay: float = 0.0     # both Adams; the paper mentions none (mixlab's choice 0)
     head_bias: bool = True             # bias of the K-neuron layer (cancelled by the normalization)
 
     def validate(self) -> None:
@@ -95,12 +95,12 @@ class NMMConfig:
         check_choice("method.objective", self.objective, ("twofold", "em", "consistency"))
         check_choice("method.em_loss", self.em_loss, ("eq6", "eq7"))
         check_choice("method.norm_stats", self.norm_stats, ("batch", "running"))
-        check_choice("method.gamma_scaling", self.gamma_scaling, ("fixed", "bound"))
+        check_choice("method.density_gamma_scaling", self.density_gamma_scaling, ("fixed", "bound"))
         check_choice("method.posterior", self.posterior, ("softmax", "density_ratio"))
         check_choice("method.original_view", self.original_view, ("clean", "augmented"))
-        for name in ("norm_eps", "gamma", "lr_em", "lr_consistency"):
+        for name in ("norm_eps", "density_gamma", "lr_em", "lr_consistency"):
             check_positive(f"method.{name}", getattr(self, name))
-        check_positive("method.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("method.adam_weight_decay", self.adam_weight_decay, allow_zero=True)
         if not 0 < self.norm_momentum <= 1:
             raise ConfigError(f"method.norm_momentum={self.norm_momentum} must be in (0, 1]")
 
@@ -164,7 +164,7 @@ class NMM(Method):
         "paper": {"train": {"subset": None, "epochs": 250, "backbone": "nmm-mnist", "sobel": True,
                             "augment": "moco-gray", "batch_size": 128, "schedule": "constant",
                             "image_size": None, "eval_every": 10},
-                  "method": {"lr_em": 5e-5, "lr_consistency": 1e-4, "gamma": 5.0}},
+                  "method": {"lr_em": 5e-5, "lr_consistency": 1e-4, "density_gamma": 5.0}},
     }
 
     def __init__(self, cfg: NMMConfig, spec: DataSpec):
@@ -174,7 +174,7 @@ class NMM(Method):
         self.head = nn.Linear(self.backbone.out_dim, cfg.n_clusters, bias=cfg.head_bias)  # theta_j, §4
         self.norm = RelevanceNorm(cfg.n_clusters, cfg.norm_momentum, cfg.norm_eps, cfg.norm_stats)
         # gamma of the last training batch (used by `density` in eval mode); a buffer so it is checkpointed
-        self.register_buffer("gamma_train", torch.tensor(float(cfg.gamma)))
+        self.register_buffer("gamma_train", torch.tensor(float(cfg.density_gamma)))
         if cfg.objective == "twofold":
             self.stages = ("em", "consistency")
         else:
@@ -191,7 +191,7 @@ class NMM(Method):
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         lr = {"em": self.cfg.lr_em, "consistency": self.cfg.lr_consistency}
-        return {stage: torch.optim.Adam(params, lr=lr[stage], weight_decay=self.cfg.weight_decay)
+        return {stage: torch.optim.Adam(params, lr=lr[stage], weight_decay=self.cfg.adam_weight_decay)
                 for stage, params in self.optimizer_groups().items()}
 
     # ---- the mixture --------------------------------------------------------------------------
@@ -207,9 +207,9 @@ class NMM(Method):
         return self.norm(a) if self.cfg.normalize else a
 
     def gamma_for(self, n: int) -> float:
-        if self.cfg.gamma_scaling == "bound":
-            return gamma_for_batch(n, self.cfg.gamma)
-        return self.cfg.gamma
+        if self.cfg.density_gamma_scaling == "bound":
+            return gamma_for_batch(n, self.cfg.density_gamma)
+        return self.cfg.density_gamma
 
     def log_post(self, a_star: Tensor, gamma: float) -> Tensor:
         return log_posterior(a_star, gamma, self.cfg.posterior)
@@ -278,7 +278,7 @@ def points_overrides(dataset: str = "blobs2d", *, normalize: bool = True, epochs
     return {"train": {"dataset": dataset, "subset": None, "backbone": "mlp", "augment": "none",
                       "sobel": False, "batch_size": 128, "epochs": epochs, "schedule": "constant",
                       "image_size": None, "eval_batch_size": 4096},
-            "method": {"objective": "em", "em_loss": "eq6", "normalize": normalize, "gamma": 5.0,
+            "method": {"objective": "em", "em_loss": "eq6", "normalize": normalize, "density_gamma": 5.0,
                        "lr_em": 1e-3, "n_clusters": n_clusters}}
 
 

@@ -1,6 +1,6 @@
 """SiamMM: a von Mises-Fisher mixture on a Siamese network (Wang, Huang & Liang 2024).
 
-Paper: ``../shared/papers/siammm.md``; equation numbers below refer to it. No public code exists,
+Paper: Wang, Huang & Liang (Meta AI), "SiamMM: A Mixture Model Perspective on Deep Unsupervised Learning", arXiv 2024; equation numbers below refer to it. No public code exists,
 so every choice the paper leaves open is a ``Config`` field, marked "mixlab's choice".
 
 Networks (§3.1, §5.1): encoder E = backbone + 3-layer projection MLP, prediction MLP g (2 layers),
@@ -80,19 +80,19 @@ class SiamMMConfig:
     n_nearest: int = 5                # H of Eq. 9: soft assignment over the H nearest centroids (paper: 5);
                                       # H = 1 is hard assignment (Eq. 8)
     tau: float = 0.02                 # temperature of the weights pi_k (Eq. 10; paper: 0.02)
-    alpha: str = "uniform"            # alpha_k of Eq. 10: "uniform" (paper: alpha = 1) or "size" (the
+    alpha_mode: str = "uniform"       # alpha_k of Eq. 10: "uniform" (paper: alpha = 1) or "size" (the
                                       # cluster's fraction of the data: "a measure of the size of cluster")
     pi_grad: bool = False             # mixlab's choice: pi (Eq. 10) is treated as fixed E-step weights
                                       # (detached); True lets the gradient flow through pi as well
     loss_normalizer: bool = False     # add log c_d(kappa_k) inside Eq. 9 (the exact vMF mixture NLL); the
                                       # paper's Eq. 9 omits it (False)
-    kappa: str = "pca"                # "mle" (Eq. 7), "pca" (Eq. 16, App. C.1; the paper's setting),
+    kappa_mode: str = "pca"           # "mle" (Eq. 7), "pca" (Eq. 16, App. C.1; the paper's setting),
                                       # "shared" (every cluster gets the mean of the Eq. 16 estimates) or
                                       # "constant" (= kappa_const). §6.5 ablates "per-cluster kappa vs a
                                       # constant number" without giving the number: "shared" is mixlab's
                                       # version of that ablation (same scale, no per-cluster variation)
     pca_dim: int = 150                # d^PCA of Eq. 16 (paper: 150 of 256 dims), capped at proj_dim
-    kappa_const: float = 10.0         # kappa of every cluster when kappa="constant" (paper: unspecified)
+    kappa_const: float = 10.0         # kappa of every cluster when kappa_mode="constant" (paper: unspecified)
     kappa_max: float | None = None    # mixlab's choice: optional cap on kappa-hat (Eq. 7 diverges as
                                       # ||r|| -> 1, e.g. for a single-point cluster); None = no cap
     mstep: str = "hard"               # responsibilities p(k|v) in Eq. 5: "hard" (the k-means assignment,
@@ -141,8 +141,8 @@ class SiamMMConfig:
     proj_layers: int = 3
     pred_hidden: int = 4096
     pred_layers: int = 2
-    ema_momentum: float = 0.99        # momentum encoder (MoCo v3: 0.99 -> 1 by cosine; paper: unspecified)
-    ema_cosine: bool = True           # increase the momentum to 1 with a half-cosine over training
+    teacher_momentum: float = 0.99    # momentum encoder (MoCo v3: 0.99 -> 1 by cosine; paper: unspecified)
+    teacher_cosine: bool = True       # increase the momentum to 1 with a half-cosine over training
     lars: bool = False                # LARS optimizer (paper: LARS, trust coefficient 0.001, MoCo v3's
                                       # variant: no weight decay/adaptation for biases and BN)
 
@@ -153,8 +153,8 @@ class SiamMMConfig:
         for name in ("kmeans_iters", "nce_negatives", "cluster_weight", "merge_start_epoch"):
             check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
         check_positive("method.kappa_max", self.kappa_max)
-        check_choice("method.alpha", self.alpha, ("uniform", "size"))
-        check_choice("method.kappa", self.kappa, ("mle", "pca", "shared", "constant"))
+        check_choice("method.alpha_mode", self.alpha_mode, ("uniform", "size"))
+        check_choice("method.kappa_mode", self.kappa_mode, ("mle", "pca", "shared", "constant"))
         check_choice("method.mstep", self.mstep, ("hard", "soft"))
         check_choice("method.cluster_features", self.cluster_features, ("momentum", "online"))
         check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
@@ -166,8 +166,8 @@ class SiamMMConfig:
         if self.cluster_start_epoch < 2:
             raise ConfigError(f"method.cluster_start_epoch={self.cluster_start_epoch} must be >= 2: the first"
                               " centroids are computed at the end of epoch 1")
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ConfigError(f"method.ema_momentum={self.ema_momentum} must be in [0, 1)")
+        if not 0.0 <= self.teacher_momentum < 1.0:
+            raise ConfigError(f"method.teacher_momentum={self.teacher_momentum} must be in [0, 1)")
         if self.inst_loss == "none" and self.cluster_loss == "none":
             raise ConfigError("method.inst_loss and method.cluster_loss are both 'none': nothing to train")
 
@@ -203,7 +203,7 @@ class SiamMM(Method):
         "paper": {"train": {"epochs": 100, "batch_size": 4096, "lr": 9.6, "weight_decay": 1e-6,
                             "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 10, "augment": "moco"},
                   "method": {"n_clusters": 100_000, "zeta": -1.2, "n_nearest": 5, "tau": 0.02,
-                             "kappa": "pca", "pca_dim": 150, "proj_dim": 256, "proj_hidden": 4096,
+                             "kappa_mode": "pca", "pca_dim": 150, "proj_dim": 256, "proj_hidden": 4096,
                              "pred_hidden": 4096, "lars": True}},
     }
 
@@ -315,7 +315,7 @@ class SiamMM(Method):
         if cfg.cluster_loss == "nce2":
             return nce2_loss(v, self.mu, self.kappa, a[:, 0]).mean()
         mu, kappa = self.mu[a], self.kappa[a]                # [B, H, d], [B, H]
-        log_alpha = self.log_frac[a] if cfg.alpha == "size" else torch.zeros_like(kappa)
+        log_alpha = self.log_frac[a] if cfg.alpha_mode == "size" else torch.zeros_like(kappa)
         vv = v if cfg.pi_grad else v.detach()
         log_pi = log_assignment_weights(vv, mu, log_alpha, cfg.tau)  # Eq. 10
         log_c = None
@@ -325,9 +325,9 @@ class SiamMM(Method):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Momentum update of E_m (Eq. 1's momentum encoder), m -> 1 by a half-cosine if ema_cosine."""
-        m = self.cfg.ema_momentum
-        if self.cfg.ema_cosine and self._total_steps:
+        """Momentum update of E_m (Eq. 1's momentum encoder), m -> 1 by a half-cosine if teacher_cosine."""
+        m = self.cfg.teacher_momentum
+        if self.cfg.teacher_cosine and self._total_steps:
             t = min(int(self.ema_step), self._total_steps) / self._total_steps
             m = 1.0 - (1.0 - m) * (math.cos(math.pi * t) + 1.0) / 2.0
         ema_update_(self.encoder_m, self.encoder, m)
@@ -414,24 +414,24 @@ class SiamMM(Method):
         labels = idx[:, 0]
         if cfg.mstep == "soft":                               # p(k|v) = pi_k(v) over the H nearest (Eq. 10)
             log_alpha = torch.zeros_like(sims)
-            if cfg.alpha == "size":
+            if cfg.alpha_mode == "size":
                 frac = torch.bincount(labels, minlength=K).double() / len(z)
                 log_alpha = frac.log()[idx].float()
             pi = torch.softmax(log_alpha + sims / cfg.tau, dim=1)
             weights = torch.zeros(len(z), K, dtype=torch.float64)
             weights.scatter_(1, idx, pi.double())
             mu, kappa = vmf_mle(z.double(), weights)
-            if cfg.kappa in ("pca", "shared"):
+            if cfg.kappa_mode in ("pca", "shared"):
                 kappa = pca_kappa(z.double(), weights, n_components=cfg.pca_dim)
             mass = weights.sum(0)
         else:
             mu, kappa = vmf_mle(z.double(), labels=labels, K=K)  # Eq. 5-7 with one-hot p(k|v)
-            if cfg.kappa in ("pca", "shared"):
+            if cfg.kappa_mode in ("pca", "shared"):
                 kappa = pca_kappa(z.double(), labels=labels, K=K, n_components=cfg.pca_dim)  # Eq. 16
             mass = torch.bincount(labels, minlength=K).double()
-        if cfg.kappa == "shared":
+        if cfg.kappa_mode == "shared":
             kappa = torch.full((K,), float(kappa.mean()), dtype=torch.float64)
-        if cfg.kappa == "constant":
+        if cfg.kappa_mode == "constant":
             kappa = torch.full((K,), cfg.kappa_const, dtype=torch.float64)
         if cfg.kappa_max is not None:
             kappa = kappa.clamp(max=cfg.kappa_max)

@@ -14,7 +14,7 @@ Gumbel-softmax sample ``c`` per image per step, links two tracks trained end to 
 Prediction is ``argmax_k q(k|x)`` on clean images; ``embed`` is the normalized embedding ``h``.
 
 Only the supplement is available. Everything it does not fix is a field of :class:`TCC.Config`
-whose comment says "mixlab's choice" (see ``../shared/papers/tcc-notes.md``). The math lives in
+whose comment says "mixlab's choice". The math lives in
 :mod:`mixlab.mixture.tcc`.
 
 Point data (``blobs2d``, backbone ``mlp``, augment ``none``): both views of a point would be
@@ -88,7 +88,7 @@ class TCC(Method):
         instance_temperature: float = 0.2  # tau of the instance likelihood (mixlab's choice; MiCE uses 1.0
         #                                 for 1000+ epochs, short runs need a sharper one)
         queue_size: int = 4096          # single-track queue of past keys (mixlab's choice)
-        momentum: float = 0.99          # EMA of the key encoder (mixlab's choice; MoCo/MiCE 0.999 for long runs)
+        teacher_momentum: float = 0.99  # EMA of the key encoder (mixlab's choice; MoCo/MiCE 0.999 for long runs)
         symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
         kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
         instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
@@ -109,8 +109,8 @@ class TCC(Method):
             for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
                          "point_jitter"):
                 check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
-            if not 0 <= self.momentum < 1:
-                raise ConfigError(f"method.momentum={self.momentum} must be in [0, 1)")
+            if not 0 <= self.teacher_momentum < 1:
+                raise ConfigError(f"method.teacher_momentum={self.teacher_momentum} must be in [0, 1)")
             check_choice("method.prototype_init", self.prototype_init, ("mmd", "random"))
             check_choice("method.cluster_repr", self.cluster_repr, ("tcc", "cc"))
             check_choice("method.cluster_target", self.cluster_target, ("online", "momentum"))
@@ -129,13 +129,13 @@ class TCC(Method):
                 "method": {"proj_hidden": 256, "embed_dim": 64}},
         # gpu: full Fashion-MNIST (70k), ResNet-18 at 32 px; ~7 s/epoch on one H100 (bf16)
         "gpu": {"train": {"epochs": 30, "batch_size": 512, "lr": 0.1, "warmup_epochs": 2, "eval_every": 5},
-                "method": {"queue_size": 16384, "momentum": 0.996}},
+                "method": {"queue_size": 16384, "teacher_momentum": 0.996}},
         # paper: the supplement gives no optimizer settings; it follows MiCE for the backbone (§C), so
         # these are MiCE's (ResNet-34 CIFAR stem, MoCo augmentation, SGD lr 1.0, tau 1.0, 1000 epochs).
         "paper": {"train": {"dataset": "cifar10", "backbone": "resnet34", "augment": "moco", "batch_size": 256,
                             "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 1000,
                             "schedule": "step", "milestones": [480, 640, 800], "gamma": 0.1, "warmup_epochs": 0},
-                  "method": {"n_clusters": 10, "embed_dim": 128, "instance_temperature": 1.0, "momentum": 0.999,
+                  "method": {"n_clusters": 10, "embed_dim": 128, "instance_temperature": 1.0, "teacher_momentum": 0.999,
                              "queue_size": 16384}},
     }
 
@@ -206,7 +206,7 @@ class TCC(Method):
                 "marginal_entropy": ent.detach()}
 
     def after_step(self) -> None:
-        ema_update_(self.teacher, self.student, self.cfg.momentum)
+        ema_update_(self.teacher, self.student, self.cfg.teacher_momentum)
         keys = getattr(self, "_pending_keys", None)
         if keys is not None:
             self.queue.push(keys)

@@ -1,5 +1,5 @@
 """Neural mixture models with EM (Tissera et al., "Neural Mixture Models with Expectation-Maximization
-for End-to-end Deep Clustering"; ``../shared/papers/neural-mixture-em.md``) as pure functions.
+for End-to-end Deep Clustering") as pure functions.
 
 The last layer of a network gives K *relevance scores* ``a_ij = g_theta(x_i)_j`` (§4). The
 paper turns them into a mixture:

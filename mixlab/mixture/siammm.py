@@ -1,4 +1,4 @@
-"""SiamMM's losses as small pure functions (Wang, Huang & Liang 2024, ``../shared/papers/siammm.md``).
+"""SiamMM's losses as small pure functions (Wang, Huang & Liang, arXiv 2024).
 
 Equation numbers refer to the paper. The vMF pieces (Eq. 3-7, 16) live in :mod:`mixlab.mixture.vmf`,
 merging (Eq. 11) in :mod:`mixlab.mixture.merge`, k-means / nearest-centroid search in

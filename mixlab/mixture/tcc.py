@@ -1,6 +1,6 @@
 """TCC ("You Never Cluster Alone", Shen et al. 2021) as small pure functions.
 
-Only the supplement is available (``../shared/papers/tcc-supplement.md``); equation numbers below
+Only the supplementary material is available; equation numbers below
 refer to it. The model has one categorical cluster variable per image with a learned inference
 model ``q(k|x)``, sampled with the Gumbel-softmax trick, that links two tracks:
 

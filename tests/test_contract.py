@@ -1,0 +1,15 @@
+"""Every method honours the base contract: ``embed`` and ``features`` exist and give one row per image."""
+import pytest
+
+from mixlab import engine
+from mixlab.config import resolve
+from mixlab.evaluation import extract
+from mixlab.methods import method_names
+
+
+@pytest.mark.parametrize("name", method_names())
+@pytest.mark.parametrize("fn", ["features", "embed"])
+def test_every_method_has_features_and_embed(name, fn):
+    setup = engine.build(resolve(name, "smoke"))
+    out = extract(setup.method, setup.images[:6], setup.augmenter, fn=fn, device=setup.device)
+    assert out.ndim == 2 and out.shape[0] == 6 and out.shape[1] > 1
