@@ -253,14 +253,14 @@ def test_predict_uses_the_dimension_kappa_was_estimated_in():
     # kappa from Eq. 16 belongs to a d^PCA-dimensional vMF: its c_d must use d^PCA, not d.
     d, d_pca = 32, 8
     z, _ = _random_blobs(4, d, 60.0, 80, seed=5)
-    m = _method(len(z), d, kappa="pca", pca_dim=d_pca, n_nearest=1)
+    m = _method(len(z), d, kappa_mode="pca", pca_dim=d_pca, n_nearest=1)
     m._estep_mstep(z, m.mu.new_tensor(np.asarray(z[::80])))
     assert m.kappa_dim == d_pca
     m.embed = lambda x: F.normalize(x, dim=1)
     logc = torch.as_tensor(vmf_log_normalizer(d_pca, m.kappa.double().numpy())).float()
     joint = m.log_frac + logc + m.kappa * (z @ m.mu.T)
     assert torch.allclose(m.predict(z).log(), joint.log_softmax(1), atol=1e-4)
-    assert _method(len(z), d, kappa="mle").kappa_dim == d
+    assert _method(len(z), d, kappa_mode="mle").kappa_dim == d
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])

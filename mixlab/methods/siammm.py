@@ -236,7 +236,7 @@ class SiamMM(Method):
     def kappa_dim(self) -> int:
         """The dimension kappa-hat belongs to, hence the d of its c_d(kappa) (Eq. 4): d^PCA for
         Eq. 16 ("pca", "shared"), the embedding dimension otherwise (Eq. 7, "constant")."""
-        if self.cfg.kappa in ("pca", "shared"):
+        if self.cfg.kappa_mode in ("pca", "shared"):
             return min(self.cfg.pca_dim, self.cfg.proj_dim)
         return self.cfg.proj_dim
 
