@@ -75,14 +75,15 @@ def cluster_size_hist(ax, posterior: np.ndarray, title: str = "") -> None:
     ax.set_title(title)
 
 
-def training_curves(axes, logs: dict[str, list[dict]], keys: list[str]) -> None:
-    """One axis per key, one line per run: ``logs`` maps a run label to its log rows."""
+def training_curves(axes, logs: dict[str, list[dict]], keys: list[str], x: str = "epoch") -> None:
+    """One axis per key, one line per run against ``x`` (a log column: ``epoch``,
+    ``train_seconds``): ``logs`` maps a run label to its log rows."""
     for ax, key in zip(np.atleast_1d(axes), keys):
         for label, rows in logs.items():
-            pts = [(r["epoch"], r[key]) for r in rows if key in r]
+            pts = [(r[x], r[key]) for r in rows if key in r and x in r]
             if pts:
                 ax.plot(*zip(*pts), marker=".", label=label)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.set_ylabel(key)
     np.atleast_1d(axes)[0].legend(fontsize=8)
 

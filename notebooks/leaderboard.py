@@ -1,0 +1,90 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Leaderboard: every method on the same images, network and wall-clock budget
+#
+# Each method trains with its own paper settings (its profile) on the **same images** (dataset,
+# subset, data seed), the **same backbone and input size**, and stops at the **same wall-clock
+# budget** of training (`time_budget_s`: steps and end-of-epoch M-steps count, the evaluation
+# for the log does not), then is evaluated on every image. A method that finishes its planned
+# epochs first stops there; one that is slower gets fewer steps and its learning-rate schedule
+# is cut where the budget ends. Beside them: k-means on raw pixels, PCA + k-means and UMAP +
+# k-means on the same images (`mixlab.baselines`). ACC is Hungarian-matched (K ≠ 10 allowed);
+# "final K" is the number of non-empty clusters.
+
+# %% tags=["parameters"]
+profile = "smoke"
+seeds = [0]
+runs_dir = "runs"
+results_dir = "results"
+figures_dir = "figures"
+methods = ["mice", "moco", "siammm", "nmm", "tcc"]
+shared = {"train": {"time_budget_s": 60}}   # train settings every method shares (images, network, budget)
+baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
+
+# %%
+import matplotlib.pyplot as plt
+
+from mixlab import baselines as first_try
+from mixlab import config, experiments, viz
+
+EXP = "leaderboard"
+NAMES = {"mice": "MiCE", "moco": "MoCo+skm", "siammm": "SiamMM", "nmm": "NMM", "tcc": "TCC"}
+rows = []
+for method in methods:
+    for seed in seeds:
+        rows.append(experiments.run(EXP, NAMES.get(method, method), method, profile=profile, seed=seed,
+                                    overrides=shared, runs_dir=runs_dir, results_dir=results_dir))
+
+# %% [markdown]
+# ## The table
+
+# %%
+METRICS = ("acc", "nmi", "ari", "ami")
+table = experiments.summarize(rows, metrics=METRICS + ("n_nonempty", "train_seconds", "epochs"))
+table["final K"] = table["n_nonempty_mean"].round(1)
+table["train s"] = table["train_seconds_mean"].round(1)
+table["epochs"] = table["epochs_mean"].round(1)
+table["cut by budget"] = [f"{sum(r['stopped_by_budget'] for r in rows if r['name'] == n)}/{len(seeds)}"
+                         for n in table.index]
+train = config.resolve(methods[0], profile, shared).train
+table = first_try.beside(table, train, seeds, runs_dir=runs_dir, names=baselines)
+table.loc[list(baselines), "final K"] = table.loc[list(baselines), "n_nonempty_mean"]
+table.loc[list(baselines), "train s"] = table.loc[list(baselines), "wall_time_s"]
+experiments.write_table(table, results_dir, EXP, profile=profile, metrics=METRICS,
+                        extra=("final K", "train s", "epochs", "cut by budget"),
+                        note=f"{train.dataset} (subset {train.subset or 'all'}, data seed {train.data_seed}), "
+                             f"shared settings {shared['train']}; each method's own settings otherwise (its profile); "
+                             f"mean ± std over {len(seeds)} seed(s); 'cut by budget': runs stopped by time_budget_s; "
+                             "baselines: 'train s' is their fitting time.")
+print(experiments.format_table(table, METRICS, extra=("final K", "train s", "epochs", "cut by budget")))
+
+# %% [markdown]
+# ## ACC against training time
+#
+# One line per method (first seed) from its per-epoch log: ACC at each evaluation against the
+# training seconds spent so far; the dashed lines are the baselines on the same images.
+
+# %%
+logs = {r["name"]: viz.read_log(r["run_dir"]) for r in rows if r["seed"] == seeds[0]}
+fig, ax = plt.subplots(figsize=(7, 4))
+viz.training_curves(ax, logs, ["acc"], x="train_seconds")
+for i, name in enumerate(baselines):
+    ax.axhline(table.loc[name, "acc_mean"], ls="--", lw=1, color=f"C{len(logs) + i}", label=name)
+ax.set_xlabel("training seconds")
+ax.set_ylabel("ACC")
+ax.legend(fontsize=8)
+ax.set_title(f"ACC vs training time ({profile}, seed {seeds[0]})")
+viz.savefig(fig, "leaderboard_acc_vs_time", figures_dir, experiment=EXP, profile=profile, seeds=seeds,
+            shared=shared, runs={r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]})
