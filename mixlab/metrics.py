@@ -15,7 +15,8 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-__all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes", "silhouette_cosine"]
+__all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes", "silhouette_cosine",
+           "assignment_confidence"]
 
 
 def _labels(a, name: str) -> np.ndarray:
@@ -112,3 +113,23 @@ def silhouette_cosine(embedding, y_pred) -> float:
     if np.unique(p).size < 2 or np.unique(p).size >= p.size:
         return float("nan")
     return float(silhouette_score(emb, p, metric="cosine"))
+
+
+def assignment_confidence(posterior, collapse_fraction: float = 0.01) -> dict:
+    """How much a posterior ``[N, K]`` says about each point, label-free:
+
+        mean_max_q = mean_i max_k q(k|x_i),   kl_to_uniform = mean_i KL(q(.|x_i) || 1/K)
+                                                            = log K - mean_i H(q(.|x_i)).
+
+    ``collapsed`` is True when kl_to_uniform < ``collapse_fraction`` * log K (the assignments carry
+    under 1 % of a one-hot's information): the argmax is then a tie-break, and the run's ACC is no
+    score of the method but an artefact; report such runs as collapsed."""
+    q = np.asarray(posterior.detach().cpu() if hasattr(posterior, "detach") else posterior, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] < 2:
+        raise ValueError(f"posterior must be [N, K] with K >= 2, got shape {q.shape}")
+    q = q / q.sum(1, keepdims=True)
+    log_k = np.log(q.shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(q > 0, q * np.log(q), 0.0).sum(1)
+    kl = float(log_k - ent.mean())
+    return {"mean_max_q": float(q.max(1).mean()), "kl_to_uniform": kl, "collapsed": kl < collapse_fraction * log_k}

@@ -12,9 +12,9 @@ from mixlab import engine, stats
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec
 from mixlab.methods.tcc import TCC
-from mixlab.metrics import cluster_acc
+from mixlab.metrics import assignment_confidence, cluster_acc
 from mixlab.mixture.em import elbo, log_marginal
-from mixlab.mixture.tcc import (assignment_log_probs, cluster_contrastive_loss, cluster_representations,
+from mixlab.mixture.tcc import (assignment_kl, assignment_log_probs, cluster_contrastive_loss, cluster_representations,
                                 gumbel_softmax, instance_elbo, instance_log_likelihood, instance_query,
                                 kl_to_uniform, marginal_entropy, sample_gumbel)
 
@@ -226,9 +226,60 @@ def test_method_shapes_config_errors_and_checkpoint_state():
         resolve("tcc", profile)
 
 
-def test_one_noise_sample_per_image_is_shared_by_the_views():
+def test_default_noise_is_independent_per_encoding():
+    # sharing one eps between query and key adds the same sum_k c_k mu_k to both: a match that
+    # says nothing about the image. The default draws fresh noise for every encoding.
     torch.manual_seed(0)
     cfg = resolve("tcc", "smoke", {"method": {"gumbel_temperature": 1e-3, "point_jitter": 0.0}}).params
+    assert cfg.share_noise is False
+    m = TCC(cfg, _spec())
+    x = torch.randn(64, 2)
+    noise = sample_gumbel((64, cfg.n_clusters))
+    c1, c2 = (m._encode(m.student, x, noise)[2] for _ in range(2))
+    assert (c1.argmax(1) != c2.argmax(1)).any()
+
+
+def test_default_kl_does_not_penalise_confident_balanced_assignments():
+    # E_x KL(q(k|x) || U) = I(x; k) + KL(q_bar || U): the per-image form of Eq. (2) charges log K for
+    # one-hot assignments even when the clusters are perfectly balanced; the default (marginal) form
+    # charges only the imbalance.
+    K = 5
+    confident = torch.log_softmax(torch.eye(K).repeat(4, 1) * 30.0, dim=1)  # one-hot, balanced
+    assert float(assignment_kl(confident, "sample").mean()) == pytest.approx(math.log(K), abs=1e-3)
+    assert float(assignment_kl(confident, "marginal").mean()) == pytest.approx(0.0, abs=1e-6)
+    lopsided = torch.log_softmax(torch.tensor([[30.0, 0, 0, 0, 0]]).repeat(20, 1), dim=1)
+    assert float(assignment_kl(lopsided, "marginal").mean()) == pytest.approx(math.log(K), abs=1e-3)
+    cfg = resolve("tcc", "smoke").params
+    assert cfg.kl == "marginal" and cfg.kl_weight == 1.0
+
+
+def test_default_temperatures_let_q_be_confident():
+    # the assignment head can reach q >= 0.99 on a prototype (it could not at t = 0.2 with K = 10)
+    torch.manual_seed(0)
+    for K in (10, 20):
+        m = TCC(resolve("tcc", "smoke", {"method": {"n_clusters": K}}).params, _spec())
+        mu = F.normalize(m.student.prototypes.detach(), dim=1)  # MMD init: a regular simplex
+        q = assignment_log_probs(mu, mu, m.assign_temperature).exp()
+        assert float(q.diagonal().min()) == pytest.approx(0.99, abs=1e-3)
+        assert m.gumbel_temperature == pytest.approx(1 / (K - 1))
+    assert math.isclose(TCC(resolve("tcc", "smoke", {"method": {"assign_temperature": 0.5}}).params,
+                            _spec()).assign_temperature, 0.5)
+
+
+def test_flat_posteriors_are_reported_as_collapsed():
+    flat = np.full((100, 10), 0.1)
+    flat[np.arange(100), np.arange(100) % 10] += 1e-3  # an argmax exists, but it is a tie-break
+    out = assignment_confidence(flat)
+    assert out["collapsed"] and out["mean_max_q"] < 0.11
+    sharp = np.eye(10)[np.arange(100) % 10] * 0.9 + 0.01
+    out = assignment_confidence(sharp)
+    assert not out["collapsed"] and out["mean_max_q"] == pytest.approx(0.91)
+
+
+def test_shared_noise_option_uses_one_sample_for_the_views():
+    torch.manual_seed(0)
+    cfg = resolve("tcc", "smoke", {"method": {"gumbel_temperature": 1e-3, "point_jitter": 0.0,
+                                              "share_noise": True}}).params
     m = TCC(cfg, _spec())
     x = torch.randn(16, 2)
     torch.manual_seed(1)

@@ -72,17 +72,24 @@ class TCC(Method):
         proj_hidden: int = 512          # projection MLP hidden width (mixlab's choice)
         proj_layers: int = 2            # projection MLP depth (mixlab's choice)
         prototype_init: str = "mmd"     # "mmd" | "random": init of the learnable prototypes mu (mixlab's choice)
-        # assign_temperature, gumbel_temperature and alpha: mixlab's choice, selected without labels
-        # (best cosine silhouette over a 2x2x2 grid on the cpu profile, run on the lent GPU machine's CPUs;
-        # a re-run on the 2-core machine, results/selection/tcc-cpu.md, picked gumbel 0.5 / assign 0.1)
-        assign_temperature: float = 0.2  # t in q(k|x) = softmax(<mu_k, h>/t)
+        # The supplement fixes none of the temperatures; each default below is derived from K by a rule
+        # stated before any run (no score, no labels): see mixlab.mixture.tcc for the derivations.
+        assign_temperature: float | None = None  # t in q(k|x) = softmax(<mu_k, h>/t); None = the largest t
+        #                                 at which q can reach 0.99 on a simplex prototype (K = 10: 0.164)
         gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
-        gumbel_temperature: float = 1.0  # lambda of the Gumbel-softmax
+        gumbel_temperature: float | None = None  # lambda of the Gumbel-softmax; None = 1/(K-1), the largest
+        #                                 lambda with a log-convex Concrete density (Maddison et al. 2017)
+        kl: str = "marginal"            # KL to the uniform prior: "marginal" KL(q_bar || 1/K) on the batch
+        #                                 mean (mixlab's choice: E_x of the per-image KL = I(x;k) + KL(q_bar||U)
+        #                                 penalises informative assignments) | "sample": Eq. (2) per image
         hard: bool = False              # straight-through one-hot c in training (mixlab's choice: soft c;
         #                                 the hard argmax is only the predicted label)
-        share_noise: bool = True        # one Gumbel eps per image per step, shared by both views and the
-        #                                 teacher (supplement §A: "a single Gumbel random variable for each
-        #                                 image"); False: an independent eps per view (mixlab's choice)
+        share_noise: bool = False       # False: an independent eps for every encoding (query, key, both
+        #                                 views). Supplement §A's "a single Gumbel random variable for each
+        #                                 image" is one sample (vs its multiple-sampling baseline, §5.4), which
+        #                                 independent noise keeps; sharing eps between query and key adds the
+        #                                 same sum_k c_k mu_k to both, a match regardless of content (~1.1 nats
+        #                                 of log p(i|x,c)). True: one eps per image shared by everything
         alpha: float = 1.0              # z = L2N(sum_k c_k mu_k + alpha v): image vs. cluster in the query
         #                                 (alpha=0 is the x-independent CC/VIB case, Eq. 5)
         instance_temperature: float = 0.2  # tau of the instance likelihood (mixlab's choice; MiCE uses 1.0
@@ -106,6 +113,7 @@ class TCC(Method):
             for name in ("embed_dim", "proj_hidden", "proj_layers", "assign_temperature", "gumbel_temperature",
                          "instance_temperature", "queue_size", "cluster_temperature"):
                 check_positive(f"method.{name}", getattr(self, name))
+            check_choice("method.kl", self.kl, ("marginal", "sample"))
             for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
                          "point_jitter"):
                 check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
@@ -141,6 +149,18 @@ class TCC(Method):
 
     n_views = 2
 
+    @property
+    def assign_temperature(self) -> float:
+        """t of q(k|x): the configured value, or :func:`~mixlab.mixture.tcc.simplex_assign_temperature`."""
+        t = self.cfg.assign_temperature
+        return t if t is not None else M.simplex_assign_temperature(self.cfg.n_clusters)
+
+    @property
+    def gumbel_temperature(self) -> float:
+        """lambda of the Gumbel-softmax: the configured value, or 1/(K-1) (:func:`~mixlab.mixture.tcc.concrete_temperature`)."""
+        lam = self.cfg.gumbel_temperature
+        return lam if lam is not None else M.concrete_temperature(self.cfg.n_clusters)
+
     def __init__(self, cfg: "TCC.Config", spec: DataSpec):
         super().__init__(cfg, spec)
         self.student = _Net(cfg, spec)
@@ -155,12 +175,12 @@ class TCC(Method):
             noise = None
         elif noise is None or not cfg.share_noise:
             noise = M.sample_gumbel(log_q.shape, device=log_q.device)
-        return M.gumbel_softmax(log_q, cfg.gumbel_temperature, noise=noise, hard=cfg.hard)
+        return M.gumbel_softmax(log_q, self.gumbel_temperature, noise=noise, hard=cfg.hard)
 
     def _encode(self, net: _Net, x: Tensor, noise: Tensor | None):
         h, v = shuffled_forward(net, x) if net is self.teacher else net(x)  # shuffle-BN for the keys
         with full_precision(x):
-            log_q = M.assignment_log_probs(h, net.prototypes, self.cfg.assign_temperature)
+            log_q = M.assignment_log_probs(h, net.prototypes, self.assign_temperature)
             c = self._sample(log_q, noise)
             z = M.instance_query(c, net.prototypes, v, self.cfg.alpha)
         return h, log_q, c, z
@@ -185,10 +205,10 @@ class TCC(Method):
             negatives = self.queue()
             # instance level: -ELBO of supplement Eq. (2), one Gumbel sample per image
             ll = M.instance_log_likelihood(z1, k2, negatives, cfg.instance_temperature)
-            kl = M.kl_to_uniform(log_q1)
+            kl = M.assignment_kl(log_q1, cfg.kl)
             if symmetric:
                 ll = 0.5 * (ll + M.instance_log_likelihood(z2, k1, negatives, cfg.instance_temperature))
-                kl = 0.5 * (kl + M.kl_to_uniform(log_q2))
+                kl = 0.5 * (kl + M.assignment_kl(log_q2, cfg.kl))
             loss_inst = -(ll - cfg.kl_weight * kl).mean()
             # cluster level: supplement Eq. (6), view 1 against view 2
             pi2, f2 = (c2, h2) if cfg.cluster_target == "online" else (kc2, kh2)
@@ -232,7 +252,7 @@ class TCC(Method):
     def predict(self, x: Tensor) -> Tensor:
         h, _ = self.student(x)
         with full_precision(x):
-            return M.assignment_log_probs(h, self.student.prototypes, self.cfg.assign_temperature).exp()
+            return M.assignment_log_probs(h, self.student.prototypes, self.assign_temperature).exp()
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:

@@ -31,7 +31,7 @@ from mixlab.mixture.em import kl_categorical
 __all__ = [
     "sample_gumbel", "gumbel_softmax", "kl_to_uniform", "assignment_log_probs", "instance_query",
     "instance_log_likelihood", "instance_elbo", "cluster_representations", "cluster_contrastive_loss",
-    "marginal_entropy",
+    "marginal_entropy", "assignment_kl", "simplex_assign_temperature", "concrete_temperature",
 ]
 
 
@@ -76,6 +76,48 @@ def kl_to_uniform(log_q: Tensor) -> Tensor:
     ``sum_k q_k log q_k + log K = log K - H(q)``, per row ``[B]``."""
     K = log_q.shape[-1]
     return kl_categorical(log_q, torch.full_like(log_q, -math.log(K)))
+
+
+def assignment_kl(log_q: Tensor, kind: str = "marginal") -> Tensor:
+    """The KL term of the instance ELBO, per row ``[B]``, in one of two forms.
+
+    * ``"sample"``: KL(q(k|x_i) || 1/K) per image, supplement Eq. (2) as written. Averaged over
+      the data it is E_x KL(q || U) = I(x; k) + KL(q_bar || U): besides balancing the clusters it
+      charges every nat of information the assignment carries about the image, so with beta = 1
+      it pushes q towards the uniform (the flat head the audit measured).
+    * ``"marginal"``: KL(q_bar || 1/K) with q_bar = mean_i q(k|x_i) over the batch (the same for
+      every row): the uniform surrogate prior then constrains only what it can describe, the
+      cluster proportions, and leaves I(x; k) to the likelihood terms.
+    """
+    if kind == "sample":
+        return kl_to_uniform(log_q)
+    if kind == "marginal":
+        log_mean = torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(log_q.shape[0])
+        return kl_to_uniform(log_mean).expand(log_q.shape[0])
+    raise ValueError(f"kind={kind!r}: choose 'marginal' or 'sample'")
+
+
+def simplex_assign_temperature(K: int, confidence: float = 0.99) -> float:
+    """The largest temperature t of q(k|x) = softmax(<mu_k, h>/t) at which q can reach
+    ``confidence`` on one cluster: h = mu_k with the K prototypes a regular simplex (cosine
+    -1/(K-1) between them, the MMD initialisation), i.e. solving
+    1 / (1 + (K-1) exp(-(K/(K-1)) / t)) = confidence:
+
+        t = (K / (K-1)) / log((K-1) confidence / (1 - confidence)).
+
+    A larger t caps max_k q below ``confidence`` whatever the network does (t = 1, K = 10: 0.45)."""
+    if K < 2 or not 0 < confidence < 1:
+        raise ValueError(f"K={K} must be >= 2 and confidence={confidence} in (0, 1)")
+    return (K / (K - 1)) / math.log((K - 1) * confidence / (1 - confidence))
+
+
+def concrete_temperature(K: int) -> float:
+    """Gumbel-softmax temperature lambda = 1/(K-1): the largest at which the Concrete density of
+    K categories is log-convex (Maddison, Mnih & Teh, "The Concrete Distribution", ICLR 2017,
+    Proposition 1(d)), so the relaxed sample puts its mass near the vertices, not the centre."""
+    if K < 2:
+        raise ValueError(f"K={K} must be >= 2")
+    return 1.0 / (K - 1)
 
 
 def assignment_log_probs(h: Tensor, prototypes: Tensor, temperature: float) -> Tensor:
