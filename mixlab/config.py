@@ -136,7 +136,9 @@ class TrainConfig:
     backbone: str = "small-cnn"
     augment: str = "moco-gray"         # augmentation recipe, see mixlab.data.augment.RECIPES
     sobel: bool = False                # grayscale + Sobel input (NMM §8.2)
-    image_size: int | None = None      # None = the dataset's own size
+    image_size: int | None = None      # None = the dataset's own size (folder: datasets: 32)
+    channels: int | None = None        # folder: datasets: 1 or 3; None = 1 if every image is grayscale
+    skip_unreadable: bool = False      # folder: datasets: skip unreadable image files (with a warning)
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
@@ -163,6 +165,8 @@ class TrainConfig:
         check_choice("train.optimizer", self.optimizer, ("sgd", "adam"))
         check_choice("train.schedule", self.schedule, ("constant", "step", "cosine"))
         check_choice("train.device", self.device.split(":")[0], ("auto", "cpu", "cuda"))
+        if self.channels is not None:
+            check_choice("train.channels", self.channels, (1, 3))
         for name in ("epochs", "batch_size", "lr", "eval_batch_size", "snapshot_size"):
             check_positive(f"train.{name}", getattr(self, name))
         for name in ("subset", "warmup_epochs", "eval_every", "num_threads", "max_steps_per_epoch",

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mixlab import distributed as dist
-from mixlab import io, precision
+from mixlab import assignments, io, precision
 from mixlab.config import RunConfig, TrainConfig
 from mixlab.data import load as load_dataset
 from mixlab.data.augment import make_augmenter
@@ -78,25 +78,33 @@ class Setup:
     cfg: RunConfig
     device: torch.device
     images: torch.Tensor      # the whole dataset on the device (uint8 images or float points)
-    labels: torch.Tensor      # CPU, evaluation only
+    labels: torch.Tensor | None  # CPU, evaluation only; None for unlabeled data
     augmenter: object
     method: Method
     source: str
+    ids: tuple[str, list]     # ("path", relative files) for folder: datasets, else ("index", rows)
 
 
 def build(cfg: RunConfig) -> Setup:
     """Load data, build augmentation and the method; raises clear errors on bad input."""
     train = cfg.train
     device = pick_device(train.device)
-    data = load_dataset(train.dataset, subset=train.subset, seed=train.data_seed)
+    data = load_dataset(train.dataset, subset=train.subset, seed=train.data_seed, image_size=train.image_size,
+                        channels=train.channels, skip_unreadable=train.skip_unreadable)
     images = data.images
-    if images.dtype == torch.uint8:
-        channels, size = images.shape[1], train.image_size or images.shape[-1]
-    else:
-        channels, size = images.shape[1], 0
+    size = (train.image_size or images.shape[-1]) if images.dtype == torch.uint8 else 0
+    augmenter, method = make_model(cfg, images.shape[1], size, len(images), device)
+    return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source,
+                 assignments.ids_of(data))
+
+
+def make_model(cfg: RunConfig, channels: int, size: int, n_samples: int, device: torch.device):
+    """The augmenter and the (untrained) method for ``n_samples`` inputs of ``channels``×``size``²
+    (``size`` 0 for point features), on ``device``."""
+    train = cfg.train
     augmenter = make_augmenter(train.augment, channels, size, sobel=train.sobel)
     seed_everything(train.seed)
-    spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=len(images),
+    spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=n_samples,
                     backbone=train.backbone)
     method = get_method(cfg.method)(cfg.params, spec)
     if dist.init_from_env(device.type) and device.type == "cuda":
@@ -104,7 +112,7 @@ def build(cfg: RunConfig) -> Setup:
     method = method.to(device)
     if train.channels_last and device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
-    return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source)
+    return augmenter, method
 
 
 class Trainer:
@@ -237,7 +245,7 @@ class Trainer:
         method.eval()
         post = self.map_dataset(method.predict).cpu()
         pred = post.argmax(1)
-        metrics = evaluate(self.s.labels, pred)
+        metrics = {} if self.s.labels is None else evaluate(self.s.labels, pred)
         sizes = cluster_sizes(pred, post.shape[1])
         metrics["n_nonempty"] = int((sizes > 0).sum())
         metrics["max_cluster_frac"] = float(sizes.max() / len(pred))
@@ -259,7 +267,9 @@ class Trainer:
         emb = self.map_dataset(method.embed, idx).cpu().numpy()
         post = self.map_dataset(method.predict, idx).cpu().numpy()
         method.train()
-        buf = {"index": idx.numpy(), "embedding": emb, "posterior": post, "labels": self.s.labels[idx].numpy()}
+        buf = {"index": idx.numpy(), "embedding": emb, "posterior": post}
+        if self.s.labels is not None:
+            buf["labels"] = self.s.labels[idx].numpy()
         io._atomic(self.out / "snapshots" / f"epoch_{epoch:03d}.npz", lambda fh: np.savez_compressed(fh, **buf))
 
     def log(self, message: str) -> None:
@@ -326,14 +336,21 @@ class Trainer:
         in_sync = self.ranks_in_sync() if dist.is_distributed() else None
         if not dist.is_main():
             return metrics
-        io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(
-            fh, posterior=post.numpy().astype(np.float16), labels=self.s.labels.numpy()))
+        saved = {"posterior": post.numpy().astype(np.float16)}
+        if self.s.labels is not None:
+            saved["labels"] = self.s.labels.numpy()
+        io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(fh, **saved))
+        assignments.write_csv(self.out / "assignments.csv", self.s.ids, post)
         if in_sync is not None:
             metrics["ranks_in_sync"] = in_sync
+        metrics["cluster_sizes"] = cluster_sizes(post.argmax(1), post.shape[1]).tolist()
+        last = self.history[-1] if self.history else {}
+        metrics["objective"] = {k: v for k, v in last.items() if k == "loss" or k.endswith("/loss")}
         result = {**metrics, "method": self.s.cfg.method, "profile": self.s.cfg.profile,
                   "dataset": self.train_cfg.dataset, "seed": self.train_cfg.seed, "epochs": self.epoch,
                   "wall_time_s": round(self.wall, 2), "train_seconds": round(self.train_seconds, 2),
                   "stopped_by_budget": self.stopped_by_budget,
+                  "labelled": self.s.labels is not None, "input": assignments.input_spec(self.s),
                   "provenance": provenance(self.s.device, data_source=self.s.source,
                                            world_size=dist.world_size())}
         io.write_json(self.out / "metrics.json", result)

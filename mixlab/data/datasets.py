@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import cifar, idx, imagenet_dog, stl10, synthetic
+from . import cifar, folder, idx, imagenet_dog, stl10, synthetic
 
 
 @dataclass(frozen=True)
@@ -19,21 +19,26 @@ class Dataset:
     """A whole dataset in memory.
 
     `images`: uint8 N×C×H×W, contiguous (for `blobs2d`, float32 N×2: 2-D point sets carry
-    features, not images). `labels`: int64 N, for evaluation only. `train_mask`: bool N, True
-    for the official train split, None when the dataset has none. `centers`: the true component
-    means of `blobs2d`, else None. `source`: the folder or module the data came from.
+    features, not images). `labels`: int64 N, for evaluation only, None for unlabeled data (a
+    flat `folder:`). `train_mask`: bool N, True for the official train split, None when the
+    dataset has none. `centers`: the true component means of `blobs2d`, else None. `source`:
+    the folder or module the data came from. `index`: int64 N, each row's index in the whole
+    dataset (before `subset`). `paths`: for `folder:` datasets, each row's file relative to the
+    folder, else None.
     """
 
     name: str
     images: torch.Tensor
-    labels: torch.Tensor
+    labels: torch.Tensor | None
     classes: list[str]
     source: str
     train_mask: torch.Tensor | None = None
     centers: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    paths: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.images)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, images={tuple(self.images.shape)} {self.images.dtype}, "
@@ -42,10 +47,13 @@ class Dataset:
     def select(self, index: torch.Tensor) -> Dataset:
         """A copy holding the rows `index` (shares no memory with `self`)."""
         mask = None if self.train_mask is None else self.train_mask[index]
+        labels = None if self.labels is None else self.labels[index]
         centers = None if self.centers is None else self.centers.clone()
         images = self.images.index_select(0, index).contiguous()
-        return replace(self, images=images, labels=self.labels[index],
-                       train_mask=mask, centers=centers, classes=list(self.classes))
+        rows = torch.arange(len(self)) if self.index is None else self.index
+        paths = None if self.paths is None else tuple(self.paths[i] for i in index.tolist())
+        return replace(self, images=images, labels=labels, train_mask=mask, centers=centers,
+                       classes=list(self.classes), index=rows[index].clone(), paths=paths)
 
 
 @dataclass(frozen=True)
@@ -180,8 +188,13 @@ def dataset_names() -> list[str]:
 
 
 def load(name: str, *, subset: int | None = None, seed: int = 0,
-         root: str | os.PathLike | None = None, verify: bool = True) -> Dataset:
+         root: str | os.PathLike | None = None, verify: bool = True, image_size: int | None = None,
+         channels: int | None = None, skip_unreadable: bool = False) -> Dataset:
     """Load dataset `name` (see `dataset_names()`), optionally a seeded subset of `subset` rows.
+
+    `name` may be `folder:PATH`, a directory of your own images (see :mod:`mixlab.data.folder`):
+    decoded at `image_size` (default 32) with `channels` (1, 3, None = automatic), unreadable files
+    an error unless `skip_unreadable`; there `subset` only caps the number of images.
 
     Files are searched in `root` alone when given, else in $MIXLAB_DATA, ./data, then the
     distribution package's folder; (Fashion-)MNIST is then fetched through torchvision unless
@@ -189,12 +202,24 @@ def load(name: str, *, subset: int | None = None, seed: int = 0,
     `subset=n` keeps n indices drawn by a torch.Generator seeded with `seed`, sorted.
     `verify=False` is for test fixtures only (skips checksums and official sizes).
     """
+    if name.startswith(folder.PREFIX):
+        parts = folder.read(name, size=image_size or folder.DEFAULT_SIZE, channels=channels,
+                            skip_unreadable=skip_unreadable)
+        full = Dataset(name=name, images=parts["images"], labels=parts["labels"], classes=parts["classes"],
+                       source=parts["source"], paths=parts["paths"])
+        return _subset(full, None if subset is None or subset >= len(full) else subset, seed, name)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)},"
+                         " or folder:PATH for a directory of your own images")
     loader = DATASETS[name]
-    folder = loader.locate(root)
-    full = (_cached(name, folder, loader.stamp(folder), verify) if loader.cache
-            else loader.read_from(folder, verify))
+    where = loader.locate(root)
+    full = (_cached(name, where, loader.stamp(where), verify) if loader.cache
+            else loader.read_from(where, verify))
+    return _subset(full, subset, seed, name)
+
+
+def _subset(full: Dataset, subset: int | None, seed: int, name: str) -> Dataset:
+    """A copy of all of `full`, or of `subset` rows drawn by a generator seeded with `seed`, sorted."""
     if subset is None:
         return full.select(torch.arange(len(full)))
     if not 0 < subset <= len(full):
