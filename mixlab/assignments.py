@@ -17,7 +17,7 @@ import torch
 
 from mixlab import io
 
-__all__ = ["write_csv", "input_spec", "load_trained", "load_matching", "predict"]
+__all__ = ["write_csv", "ids_of", "input_spec", "apply", "load_trained", "load_matching", "predict"]
 
 
 def write_csv(path: str | Path, ids: tuple[str, list], post) -> Path:
@@ -42,6 +42,17 @@ def input_spec(setup) -> dict:
     return {"channels": int(images.shape[1]), "stored_size": int(images.shape[-1]) if images.dim() == 4 else 0,
             "image_size": int(setup.augmenter.out_size), "n_samples": int(len(images)),
             "dtype": str(images.dtype).removeprefix("torch.")}
+
+
+def apply(cfg, augmenter, method, images: torch.Tensor, fn: str = "predict"):
+    """``method.<fn>`` on clean batches of ``images`` with the precision and batch size the run
+    evaluated with (so ``predict`` reproduces the run's own assignments); float32 numpy."""
+    from mixlab import precision
+    from mixlab.evaluation import extract
+
+    device = next(method.parameters()).device
+    with precision.autocast(device, precision.amp_dtype(device, cfg.train.amp)):
+        return extract(method, images, augmenter, fn=fn, batch_size=cfg.train.eval_batch_size)
 
 
 def load_trained(run: str | Path, device: str = "cpu"):
@@ -92,10 +103,7 @@ def load_matching(name: str, cfg, spec: dict, channels: int | None = None):
 def predict(run: str | Path, dataset: str, out: str | Path, *, channels: int | None = None,
             device: str = "cpu") -> pd.DataFrame:
     """Assign the images of ``dataset`` with the trained ``run``; writes and returns the CSV rows."""
-    from mixlab.evaluation import extract
-
     cfg, spec, augmenter, method = load_trained(run, device)
     data = load_matching(dataset, cfg, spec, channels)
-    post = extract(method, data.images, augmenter, fn="predict", batch_size=cfg.train.eval_batch_size)
-    write_csv(out, ids_of(data), post)
+    write_csv(out, ids_of(data), apply(cfg, augmenter, method, data.images, "predict"))
     return pd.read_csv(out)

@@ -58,7 +58,6 @@ import numpy as np
 
 from mixlab import assignments, choose_k, experiments, io, metrics, viz
 from mixlab.data import example_images
-from mixlab.evaluation import extract
 from mixlab.provenance import provenance
 
 t0 = time.time()
@@ -84,8 +83,8 @@ run = experiments.run(EXP, method, method, profile=profile, seed=seed, overrides
                       results_dir=results_dir, force=retrain)
 cfg, spec, augmenter, model = assignments.load_trained(run["run_dir"])
 data = assignments.load_matching(cfg.train.dataset, cfg, spec)
-posterior = extract(model, data.images, augmenter, fn="predict")
-embedding = extract(model, data.images, augmenter, fn="embed")
+posterior = assignments.apply(cfg, augmenter, model, data.images, "predict")
+embedding = assignments.apply(cfg, augmenter, model, data.images, "embed")
 print(f"{len(data)} images, {spec['channels']} channel(s) at {spec['stored_size']} px, "
       f"{'labelled by subfolder' if data.labels is not None else 'unlabeled'}")
 
@@ -120,7 +119,7 @@ if len(trajectory) > 1:
 # %%
 order = [int(k) for k in np.argsort(-sizes) if sizes[k] > 0][:grid_clusters]
 prob = posterior.max(1)
-fig, axes = plt.subplots(len(order), 1, figsize=(grid_per_cluster, 1.2 * len(order)), squeeze=False)
+fig, axes = plt.subplots(len(order), 1, figsize=(grid_per_cluster, 1.5 * len(order)), squeeze=False)
 for ax, k in zip(axes[:, 0], order):
     members = np.flatnonzero(cluster == k)
     best = members[np.argsort(-prob[members])][:grid_per_cluster]

@@ -185,3 +185,13 @@ def test_predict_with_other_channels_or_size(tmp_path, flat, capsys, one_thread)
     one_line_error([*predict, "--dataset", "digits"], capsys, "(1, 8, 8)", "1-channel 16x16")
     one_line_error(["predict", "--run", tmp_path / "nothing", "--dataset", f"folder:{flat}", "--out",
                     tmp_path / "q.csv"], capsys, "not a finished run")
+
+
+def test_predict_reproduces_bf16_runs(flat, tmp_path, capsys, one_thread):
+    """With train.amp (bf16 autocast where the CPU has it) predict uses the run's precision too."""
+    out = tmp_path / "run"
+    assert run_cli(["train", "--method", "mice", "--dataset", f"folder:{flat}", "--out", out, *SMALL,
+                    *QUEUE["mice"], "--set", "amp=true"], capsys)[0] == 0
+    assert run_cli(["predict", "--run", out, "--dataset", f"folder:{flat}", "--out", tmp_path / "p.csv"],
+                   capsys)[0] == 0
+    assert (tmp_path / "p.csv").read_text() == (out / "assignments.csv").read_text()
