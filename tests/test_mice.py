@@ -12,7 +12,7 @@ from mixlab import engine
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.mice import MiCE
-from mixlab.mixture.em import elbo, kl_categorical, log_marginal
+from mixlab.mixture.em import elbo, kl_categorical, log_marginal, log_softmax_first
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_likelihood, gating_log_prior,
                                  hard_assignments, info_nce, mice_objective)
@@ -290,3 +290,13 @@ def test_mu_update_none_and_app_e_sgd_end_of_epoch():
     assert 1 <= logs["mu_sgd_passes"] <= 20
     torch.testing.assert_close(m.mu.detach().norm(dim=-1), torch.ones(m.cfg.n_clusters))
     assert m.posterior(x)["elbo"].mean() > start
+
+
+def test_log_softmax_first_equals_the_concatenated_form_and_does_not_overflow():
+    """The likelihoods avoid concatenating the positive column to the [B, K, ν] queue products;
+    the result is log_softmax([pos, neg])[0], also for logits far beyond exp's float32 range."""
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(4, 3, generator=g), torch.randn(4, 3, 50, generator=g)
+    for scale in (1.0, 1e3):
+        expected = torch.log_softmax(torch.cat([pos[..., None], neg], -1) * scale, -1)[..., 0]
+        torch.testing.assert_close(log_softmax_first(pos * scale, neg * scale), expected)

@@ -90,3 +90,21 @@ def test_bf16_step_loss_is_float32_and_close_to_the_float32_loss(method, one_thr
             losses[amp] = trainer.model(views, idx, stage)["loss"]
     assert losses[True].dtype == torch.float32
     assert abs(losses[True].item() - losses[False].item()) < 0.02 * abs(losses[False].item()) + 1e-3, losses
+
+
+@needs_bf16
+def test_compiled_step_traces_under_cpu_autocast_and_matches_eager(tmp_path, monkeypatch):
+    """train.compile=true goes through torch.compile with the engine's CPU autocast; the tracing
+    backend ("eager": dynamo's graphs, no C++ build, which takes minutes on 2 cores) must give
+    the eager run's result."""
+    compiled, compile_ = [], torch.compile
+
+    def trace(model, **kw):
+        compiled.append(model)
+        return compile_(model, backend="eager", **kw)
+
+    cfg = {"train": {"amp": True, "epochs": 1}}
+    ref = engine.train(resolve("toy", "smoke", cfg), tmp_path / "eager")
+    monkeypatch.setattr(engine.torch, "compile", trace)
+    run = engine.train(resolve("toy", "smoke", {"train": {**cfg["train"], "compile": True}}), tmp_path / "compiled")
+    assert compiled and all(run[k] == ref[k] for k in ("acc", "nmi", "ari"))

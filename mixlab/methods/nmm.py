@@ -191,7 +191,7 @@ class NMM(Method):
 
     def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         lr = {"em": self.cfg.lr_em, "consistency": self.cfg.lr_consistency}
-        return {stage: torch.optim.Adam(params, lr=lr[stage], weight_decay=self.cfg.adam_weight_decay)
+        return {stage: torch.optim.Adam(params, lr=lr[stage], weight_decay=self.cfg.adam_weight_decay, fused=True)
                 for stage, params in self.optimizer_groups().items()}
 
     # ---- the mixture --------------------------------------------------------------------------

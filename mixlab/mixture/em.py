@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal"]
+__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal", "log_softmax_first"]
 
 
 def _to_torch(*arrays):
@@ -108,3 +108,9 @@ def kl_categorical(log_q, log_p):
     """
     (log_q, log_p), was_numpy = _to_torch(log_q, log_p)
     return _back(_xlogy_terms(log_q, log_q - log_p), was_numpy)
+
+
+def log_softmax_first(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """log softmax([pos, neg])[0] = pos - logaddexp(pos, logsumexp(neg)) over the last axis, for
+    ``pos`` ``[...]`` and ``neg`` ``[..., ν]``, without concatenating them."""
+    return pos - torch.logaddexp(pos, torch.logsumexp(neg, dim=-1))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.em import posterior_and_elbo
+from mixlab.mixture.em import log_softmax_first, posterior_and_elbo
 
 __all__ = [
     "gating_log_prior",
@@ -74,29 +74,36 @@ def expert_logits(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None,
         class_level: include the class-level term v·μ (Eq. 6); ``False`` is Assumption A5
             (instance-level only, ablation (4) of Tab. 3).
     """
+    pos, neg = _expert_terms(f, v, mu, queue, tau, class_level)
+    return pos[..., None] if neg is None else torch.cat([pos[..., None], neg], dim=-1)
+
+
+def _expert_terms(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None, tau: float,
+                  class_level: bool) -> tuple[Tensor, Tensor | None]:
+    """The positive column ``[B, K]`` and the queue columns ``[B, K, ν]`` (or None) of
+    :func:`expert_logits`; 1/τ scales the ``[B, K, d]`` key, not the ``[B, K, ν]`` products."""
     f = F.normalize(f, dim=-1)
     v = F.normalize(v, dim=-1)
     key = f + F.normalize(mu, dim=-1).unsqueeze(0) if class_level else f  # f_{n,k} + μ_k, [B, K, d]
-    pos = (v * key).sum(-1, keepdim=True)                                  # [B, K, 1]
+    key = key / tau
+    pos = (v * key).sum(-1)                                                # [B, K]
     if queue is None:
-        return pos / tau
-    neg = torch.einsum("ikd,bkd->bki", F.normalize(queue, dim=-1), key)   # [B, K, ν]
-    return torch.cat([pos, neg], dim=-1) / tau
+        return pos, None
+    return pos, torch.einsum("ikd,bkd->bki", F.normalize(queue, dim=-1), key)  # [B, K, ν]
 
 
 def expert_log_likelihood(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None, tau: float,
                           class_level: bool = True) -> Tensor:
     """log p̂(y_n | x_n, k) = log Φ(x_n, y_n, k) - log Ẑ(x_n, k), Eq. (5) with Eq. (6) and Eq. (9),
-    ``[B, K]``, computed as ``logits[..., 0] - logsumexp(logits)`` (never forming Φ itself).
+    ``[B, K]``, computed as ``logits[..., 0] - logsumexp(logits)`` (never forming Φ itself;
+    :func:`log_softmax_first`).
 
     With ``queue=None`` (Assumption A2, Z ≡ c) it returns log Φ, i.e. the constant c is taken as 1;
     a constant shifts every expert alike and changes neither the posterior (Eq. 10) nor Eq. (13).
     Arguments as in :func:`expert_logits`.
     """
-    logits = expert_logits(f, v, mu, queue, tau, class_level)
-    if queue is None:
-        return logits[..., 0]
-    return logits[..., 0] - torch.logsumexp(logits, dim=-1)
+    pos, neg = _expert_terms(f, v, mu, queue, tau, class_level)
+    return pos if neg is None else log_softmax_first(pos, neg)
 
 
 def mice_objective(f: Tensor, v: Tensor, g: Tensor, mu: Tensor, omega: Tensor, queue: Tensor | None, *,
@@ -174,8 +181,6 @@ def info_nce(f: Tensor, v: Tensor, queue: Tensor, tau: float) -> Tensor:
         f: ``[B, d]`` student (query) embeddings; v: ``[B, d]`` teacher (key) embeddings;
         queue: ``[ν, d]`` past teacher embeddings; all normalized here.
     """
-    f = F.normalize(f, dim=-1)
-    pos = (F.normalize(v, dim=-1) * f).sum(-1, keepdim=True)
-    neg = f @ F.normalize(queue, dim=-1).T
-    logits = torch.cat([pos, neg], dim=-1) / tau
-    return logits[:, 0] - torch.logsumexp(logits, dim=-1)
+    f = F.normalize(f, dim=-1) / tau
+    pos = (F.normalize(v, dim=-1) * f).sum(-1)
+    return log_softmax_first(pos, f @ F.normalize(queue, dim=-1).T)

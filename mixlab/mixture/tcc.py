@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.em import kl_categorical
+from mixlab.mixture.em import kl_categorical, log_softmax_first
 
 __all__ = [
     "sample_gumbel", "gumbel_softmax", "kl_to_uniform", "assignment_log_probs", "instance_query",
@@ -148,12 +148,10 @@ def instance_log_likelihood(query: Tensor, key: Tensor, negatives: Tensor | None
     the InfoNCE log-probability of the positive key ``k_i`` (the momentum encoding of another view
     of image i) against ``negatives`` ``[N, d]`` (the single-track queue; ``None`` or empty: the
     other keys of the batch). ``query``/``key`` ``[B, d]``, L2-normalized."""
-    pos = (query * key).sum(-1, keepdim=True)
+    query = query / temperature
     if negatives is None or negatives.numel() == 0:
-        logits = query @ key.t() / temperature
-        return torch.diagonal(torch.log_softmax(logits, dim=-1))
-    logits = torch.cat([pos, query @ negatives.t()], dim=1) / temperature
-    return torch.log_softmax(logits, dim=-1)[:, 0]
+        return torch.diagonal(torch.log_softmax(query @ key.t(), dim=-1))
+    return log_softmax_first((query * key).sum(-1), query @ negatives.t())
 
 
 def instance_elbo(log_lik: Tensor, log_q: Tensor, kl_weight: float = 1.0) -> Tensor:
