@@ -6,7 +6,8 @@ Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come fro
 (``results/<experiment>/claims.json``) are gathered into ``results/claims.md``. A notebook whose source, parameters
 and library code are unchanged since its last successful execution is skipped unless forced. A
 failure stops the pipeline with the notebook's name and the path of its executed copy; everything
-finished before it stays as it is.
+finished before it stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered copy
+committed under ``docs/`` (cpu profile, papermill runner), so that they can be read without running.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ import yaml
 from mixlab import claims, io
 from mixlab.config import PROFILES, ConfigError, load_yaml
 from mixlab.provenance import REPO, provenance
+
+
+# notebooks whose executed copy (outputs and figures inlined) is written into the repository on the cpu profile
+RENDERED = {"em_elbo_primer": Path("docs") / "primer"}
 
 
 class NotebookFailed(RuntimeError):
@@ -78,6 +83,19 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
         raise NotebookFailed(f"notebook {name} failed ({first[-1] if first else type(exc).__name__});"
                              f" its executed copy is {out}") from None
     return out
+
+
+def render(executed: Path, out_dir: Path) -> list[Path]:
+    """Copy an executed notebook to ``out_dir`` and render it as standalone HTML next to it (figures
+    inlined as base64; equations typeset by MathJax when the page is opened)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    out_dir = Path(out_dir)
+    ipynb, html = out_dir / executed.name, out_dir / f"{executed.stem}.html"
+    io.write_text(ipynb, Path(executed).read_text())
+    io.write_text(html, body)
+    return [ipynb, html]
 
 
 def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
@@ -151,6 +169,10 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         out = run_notebook(name, params, root / "runs" / profile / "notebooks", root)
         seconds = round(time.perf_counter() - start, 1)
         record = {"notebook": name, "status": "ran", "seconds": seconds, "executed": str(out.relative_to(root))}
+        if profile == "cpu" and name in RENDERED and out.suffix == ".ipynb":
+            rendered = render(out, root / RENDERED[name])
+            record["rendered"] = [str(p.relative_to(root)) for p in rendered]
+            print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
         io.write_json(stamp, {"key": key, **record, "provenance": provenance()})
         print(f"[reproduce] {name}: done in {seconds} s", flush=True)
         records.append(record)

@@ -77,3 +77,21 @@ def test_bad_inputs(project):
     (project / "notebooks" / "params" / "smoke" / "first.yaml").write_text("a: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         pipeline.reproduce("smoke", runner="script", root=project)
+
+
+def test_render_writes_the_executed_copy_and_html_with_figures(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n$x^2$"),
+                nbformat.v4.new_code_cell("print(1)", outputs=[
+                    nbformat.v4.new_output("stream", name="stdout", text="ok   1.check  |gap| = 1e-16\n"),
+                    nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})])]
+    executed = tmp_path / "runs" / "primer.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, executed)
+    ipynb, html = pipeline.render(executed, tmp_path / "docs" / "primer")
+    assert json.loads(ipynb.read_text())["cells"][1]["outputs"], "the rendered .ipynb must keep its outputs"
+    page = html.read_text()
+    assert "data:image/png;base64,iVBORw0KGgo=" in page and "1.check" in page and "Title" in page
+    assert "em_elbo_primer" in pipeline.RENDERED and not str(pipeline.RENDERED["em_elbo_primer"]).startswith("notebooks")

@@ -12,6 +12,7 @@ from .kmeans import assign_nearest, spherical_kmeans
 from .merge import merge_clusters, pairwise_zscores
 from .mmd import mmd_algorithm2, mmd_centers
 from .vmf import (
+    banerjee_kappa,
     log_bessel_iv,
     pca_components,
     pca_kappa,
@@ -38,6 +39,7 @@ __all__ = [
     "pca_components",
     "vmf_sample",
     "vmf_mean_resultant_length",
+    "banerjee_kappa",
     "log_bessel_iv",
     "merge_clusters",
     "pairwise_zscores",

@@ -32,6 +32,7 @@ __all__ = [
     "log_bessel_iv",
     "vmf_log_normalizer",
     "vmf_mean_resultant_length",
+    "banerjee_kappa",
     "vmf_log_density",
     "vmf_mle",
     "pca_kappa",
@@ -240,8 +241,11 @@ def _resultants(x, weights, labels, K, normalize):
     return r, mass, squeeze, (is_torch, out_dtype, xt.device)
 
 
-def _banerjee_kappa(R: torch.Tensor, d: int, eps: float) -> torch.Tensor:
-    """Eq. 7 / Eq. 16: kappa = (R d - R^3) / (1 - R^2), R clamped to [0, 1 - eps]."""
+def banerjee_kappa(R, d: int, eps: float = 1e-7):
+    """Banerjee et al.'s closed-form approximation to the root of A_d(kappa) = R (SiamMM Eq. 7 / Eq. 16):
+    kappa = (R d - R^3) / (1 - R^2), R clamped to [0, 1 - eps]. Torch in, torch out; numpy otherwise."""
+    if not isinstance(R, torch.Tensor):
+        return banerjee_kappa(torch.as_tensor(np.asarray(R, dtype=np.float64)), d, eps).numpy()
     R = R.clamp(0.0, 1.0 - eps)
     return (R * d - R**3) / (1.0 - R * R)
 
@@ -277,7 +281,7 @@ def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bo
     d = r.shape[1]
     R = r.norm(dim=1)
     mu = torch.where(R[:, None] > 0, r / R.clamp_min(1e-300)[:, None], torch.zeros_like(r))
-    kappa = _banerjee_kappa(R, d, eps)
+    kappa = banerjee_kappa(R, d, eps)
     return _out(mu, kind, squeeze), _out(kappa, kind, squeeze)
 
 
@@ -346,7 +350,7 @@ def pca_kappa(
         if P.ndim != 2 or P.shape[1] != r.shape[1]:
             raise ValueError(f"components must be [n, d={r.shape[1]}], got {tuple(P.shape)}")
     R = (r @ P.T).norm(dim=1)
-    kappa = _banerjee_kappa(R, P.shape[0], eps)
+    kappa = banerjee_kappa(R, P.shape[0], eps)
     return _out(kappa, kind, squeeze)
 
 
