@@ -162,15 +162,17 @@ def _p(x: float) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def format_table(records: Sequence[dict]) -> str:
-    """Markdown: one row per claim (effect in points, mean ± std over seeds)."""
+def format_table(records: Sequence[dict | Verdict]) -> str:
+    """Markdown: one row per claim (effect in points, mean ± std over seeds); ``records`` are
+    :func:`collect` output or a notebook's own :class:`Verdict` objects."""
+    records = [r.to_dict() if isinstance(r, Verdict) else r for r in records]
     lines = ["| source | claim | metric | A − B (points, mean ± std) | seeds | paired t p | Wilcoxon p | verdict |"
              " experiment |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         c = r["claim"]
         effect = f"{_pct(r['effect_mean'])} ± {_pct(r['effect_std']).lstrip('+')}"
         lines.append(f"| {c['source']} | {c['claim']} | {c['metric'].upper()} | {effect} | {len(r['seeds'])} |"
-                     f" {_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r['experiment']} |")
+                     f" {_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r.get('experiment', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -179,7 +180,30 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     dirs = output_dirs(profile)
     write_summary(root / dirs["results_dir"], profile, records)
     claims.write_table(root / dirs["results_dir"], profile)
+    if profile == "cpu":
+        fill_readme(root / "README.md", root)
     return records
+
+
+README_BLOCK = re.compile(r"(<!-- begin (?P<path>\S+) .*?-->\n)(?P<body>.*?)(<!-- end (?P=path) -->)", re.S)
+
+
+def fill_readme(readme: Path, root: Path = REPO) -> int:
+    """Replace the body of every ``<!-- begin PATH ... -->`` / ``<!-- end PATH -->`` block of the
+    README with the file ``root/PATH`` a notebook or the pipeline wrote; a block whose file does
+    not exist yet keeps its text. Returns the number of blocks filled."""
+    text, filled = readme.read_text(), 0
+
+    def body(match: re.Match) -> str:
+        nonlocal filled
+        source = root / match["path"]
+        if not source.is_file():
+            return match[0]
+        filled += 1
+        return match[1] + source.read_text().rstrip() + "\n" + match[4]
+
+    io.write_text(readme, README_BLOCK.sub(body, text))
+    return filled
 
 
 def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = None) -> Path:

@@ -95,3 +95,18 @@ def test_render_writes_the_executed_copy_and_html_with_figures(tmp_path):
     page = html.read_text()
     assert "data:image/png;base64,iVBORw0KGgo=" in page and "1.check" in page and "Title" in page
     assert "em_elbo_primer" in pipeline.RENDERED and not str(pipeline.RENDERED["em_elbo_primer"]).startswith("notebooks")
+
+
+def test_readme_blocks_are_filled_from_result_files(tmp_path):
+    (tmp_path / "results" / "exp").mkdir(parents=True)
+    (tmp_path / "results" / "exp" / "table.md").write_text("| run | ACC |\n|---|---|\n| x | 50.0 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# r\n<!-- begin results/exp/table.md (written by make reproduce) -->\n_not yet run_\n"
+                      "<!-- end results/exp/table.md -->\ntext\n<!-- begin results/claims.md -->\n_not yet run_\n"
+                      "<!-- end results/claims.md -->\n")
+    assert pipeline.fill_readme(readme, tmp_path) == 1
+    text = readme.read_text()
+    assert "| x | 50.0 |\n<!-- end results/exp/table.md -->\ntext\n" in text and "_not yet run_\n<!-- end results/claims.md" in text
+    (tmp_path / "results" / "exp" / "table.md").write_text("| run | ACC |\n|---|---|\n| x | 61.0 |\n")
+    assert pipeline.fill_readme(readme, tmp_path) == 1  # refilled, not appended
+    assert "61.0" in readme.read_text() and "50.0" not in readme.read_text()
