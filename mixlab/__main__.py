@@ -66,21 +66,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args):
+    """Profile files, then --params, then --dataset/--seed, then --set (mixlab.config.resolve)."""
     from mixlab.methods import get_method
 
-    overrides: dict = {"train": {}, "method": {}}
-    if args.params:
-        for section, values in load_param_file(args.params).items():
-            if section not in overrides or not isinstance(values, dict):
-                raise ConfigError(f"parameter file {args.params}: unknown section {section!r}; use 'train:' and 'method:'")
-            overrides[section].update(values)
-    if args.dataset:
-        overrides["train"]["dataset"] = args.dataset
-    if args.seed is not None:
-        overrides["train"]["seed"] = args.seed
-    for section, values in parse_set(args.set, get_method(args.method)).items():
-        overrides[section].update(values)
-    return resolve(args.method, args.profile, overrides)
+    layers = [load_param_file(args.params)] if args.params else []
+    layers.append({"train": {k: v for k, v in (("dataset", args.dataset), ("seed", args.seed)) if v is not None}})
+    layers.append(parse_set(args.set, get_method(args.method)))
+    return resolve(args.method, args.profile, *layers)
 
 
 def _evaluate(run: Path) -> dict:

@@ -2,9 +2,12 @@
 
 A run is a :class:`RunConfig`: the method-independent :class:`TrainConfig` plus the method's own
 dataclass (``Method.Config``). Every field is checked on construction; a wrong name, type or value
-raises :class:`ConfigError` with one line that names the field. Profiles (``smoke``, ``cpu``,
-``gpu``, ``paper``) are dictionaries of overrides: the common ones below, then the method's own
-``PROFILES``, then a YAML parameter file, then ``--set field=value`` from the command line.
+raises :class:`ConfigError` with one line that names the field.
+
+One override path, later layers winning: the field defaults, then the profile (``smoke``, ``cpu``,
+``gpu``, ``paper``) from the data files ``mixlab/profiles/common.yaml`` and
+``mixlab/profiles/<method>.yaml``, then a YAML parameter file (``--params``), then
+``--set field=value`` from the command line. Each layer is ``{"train": {...}, "method": {...}}``.
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ from typing import Any
 
 import yaml
 
+from mixlab.checks import ConfigError, check_choice, check_positive
+from mixlab.methods import PROFILE_DIR, get_method, profile_file
+
+__all__ = ["PROFILES", "ConfigError", "check_choice", "check_positive", "TrainConfig", "RunConfig", "build",
+           "load_yaml", "load_param_file", "parse_set", "profile_layer", "resolve", "from_dict"]
+
 PROFILES = ("smoke", "cpu", "gpu", "paper")
-
-
-class ConfigError(ValueError):
-    """A configuration field has a wrong name, type or value."""
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -44,19 +49,6 @@ YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
 def load_yaml(text: str):
     """Parse YAML text with :class:`YamlLoader` (raises ``yaml.YAMLError`` on bad syntax)."""
     return yaml.load(text, Loader=YamlLoader)
-
-
-def check_choice(where: str, value, choices) -> None:
-    """Raise ConfigError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ConfigError(f"{where}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}")
-
-
-def check_positive(where: str, value, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{where}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
 def _coerce(where: str, value: Any, tp: Any) -> Any:
@@ -176,19 +168,6 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_epochs={self.warmup_epochs} must be < train.epochs={self.epochs}")
 
 
-# Profile defaults shared by all methods; each method's PROFILES refines them.
-COMMON_PROFILES: dict[str, dict] = {
-    "smoke": {"train": {"subset": 512, "epochs": 2, "batch_size": 128, "backbone": "small-cnn",
-                        "eval_batch_size": 512, "snapshot_size": 256, "progress": False,
-                        "amp": False}},  # float32: the tests' numbers equal on every machine
-    "cpu": {"train": {"subset": 10000, "epochs": 15, "batch_size": 256, "backbone": "small-cnn",
-                      "amp": True}},  # bf16: faster (benchmarks/throughput.py); quality: benchmarks/amp_numerics.py
-    "gpu": {"train": {"subset": None, "epochs": 100, "batch_size": 512, "backbone": "resnet18",
-                      "image_size": 32, "channels_last": True, "snapshot_size": 5000}},
-    "paper": {"train": {"subset": None, "backbone": "resnet34", "augment": "moco"}},
-}
-
-
 @dataclass
 class RunConfig:
     """One run: which method, its profile, the common settings and the method's own."""
@@ -258,15 +237,34 @@ def load_param_file(path: str | Path) -> dict:
     return data
 
 
-def resolve(method: str, profile: str = "cpu", overrides: dict | None = None) -> RunConfig:
-    """Build the RunConfig for ``method`` under ``profile``, then apply ``overrides``."""
-    from mixlab.methods import get_method
+def _read_profiles(path: Path) -> dict:
+    """One profile file: ``{profile: {"train": {...}, "method": {...}}}`` for some of PROFILES."""
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise ConfigError(f"profile file {path} is not valid YAML; fix its syntax") from None
+    unknown = sorted(set(data) - set(PROFILES)) if isinstance(data, dict) else ["(not a mapping)"]
+    if unknown:
+        raise ConfigError(f"profile file {path}: unknown profile {unknown[0]!r}; use {', '.join(PROFILES)}")
+    return data
 
+
+def profile_layer(method: str, profile: str) -> dict:
+    """The profile's overrides for ``method``: ``profiles/common.yaml``, refined by the method's file."""
     check_choice("profile", profile, PROFILES)
+    common = _read_profiles(PROFILE_DIR / "common.yaml")
+    path = profile_file(method)
+    own = _read_profiles(path) if path.is_file() else {}
+    return _merge(_merge({"train": {}, "method": {}}, common.get(profile)), own.get(profile))
+
+
+def resolve(method: str, profile: str = "cpu", *overrides: dict | None) -> RunConfig:
+    """Build the RunConfig for ``method`` under ``profile``, then apply each layer of ``overrides`` in
+    order (e.g. a parameter file, then ``--set`` assignments)."""
     cls = get_method(method)
-    merged = _merge({"train": {}, "method": {}}, COMMON_PROFILES[profile])
-    merged = _merge(merged, cls.PROFILES.get(profile, {}))
-    merged = _merge(merged, overrides)
+    merged = profile_layer(method, profile)
+    for layer in overrides:
+        merged = _merge(merged, layer)
     train = build(TrainConfig, merged["train"], "train")
     params = build(cls.Config, merged["method"], "method")
     return RunConfig(method=method, profile=profile, train=train, params=params)
@@ -274,8 +272,6 @@ def resolve(method: str, profile: str = "cpu", overrides: dict | None = None) ->
 
 def from_dict(data: dict) -> RunConfig:
     """Rebuild a RunConfig from ``RunConfig.to_dict()`` output (a run's config.json)."""
-    from mixlab.methods import get_method
-
     cls = get_method(data["method"])
     return RunConfig(method=data["method"], profile=data["profile"],
                      train=build(TrainConfig, data["train"], "train"),

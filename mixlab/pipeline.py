@@ -62,9 +62,10 @@ def parameters(name: str, profile: str, root: Path = REPO) -> dict:
 
 
 def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
-    """Hash of the notebook source, its parameters and every file of the mixlab package."""
+    """Hash of the notebook source, its parameters and every file of the mixlab package (code and profiles)."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for path in [root / "notebooks" / f"{name}.py", *sorted((root / "mixlab").rglob("*.py"))]:
+    package = [p for p in sorted((root / "mixlab").rglob("*")) if p.suffix in (".py", ".yaml")]
+    for path in [root / "notebooks" / f"{name}.py", *package]:
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -30,7 +30,7 @@
 # output layer shared by the experts (A4) and no class-level term (A5) — `tests/test_mice.py`
 # checks that identity numerically. Both runs below share backbone, augmentation, optimizer, queue
 # length and epochs; τ and the learning rate are each method's own, chosen without labels (best
-# cosine silhouette, `results/selection/`) — see `PROFILES` in `mixlab/methods/{mice,moco}.py`.
+# cosine silhouette, `results/selection/`) — see `mixlab/profiles/{mice,moco}.yaml`.
 
 # %% tags=["parameters"]
 profile = "smoke"

@@ -29,7 +29,7 @@
 # We compare the three on Fashion-MNIST (grayscale + Sobel input, §8.2), as Table 3 does for
 # "EM Optimization (Eq. 7)", "Two-Fold Optimization" and "IIC in our setting" (consistency only),
 # then look inside the trained network (Fig. 6–8). On the `cpu` profile the network is mixlab's
-# small CNN and training is short (see `mixlab/methods/nmm.py`, `PROFILES`); `gpu`/`paper` use the
+# small CNN and training is short (see `mixlab/profiles/nmm.yaml`); `gpu`/`paper` use the
 # Table 2 MNIST network.
 
 # %% tags=["parameters"]

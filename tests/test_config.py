@@ -88,3 +88,26 @@ def test_bare_names_resolve_for_every_method(method, assignment, section):
 
     key, _, _ = assignment.partition("=")
     assert key in parse_set([assignment], get_method(method))[section]
+
+
+def test_override_layers_apply_in_order_profile_files_params_file_set(tmp_path, capsys):
+    import json
+
+    from mixlab.__main__ import main
+
+    params = tmp_path / "p.yaml"
+    params.write_text("train:\n  lr: 0.5\n  epochs: 5\n")
+    assert main(["config", "--method", "toy", "--profile", "smoke", "--params", str(params), "--set", "lr=1e-3"]) == 0
+    train = json.loads(capsys.readouterr().out)["train"]
+    assert train["lr"] == 1e-3 and train["epochs"] == 5          # --set over the params file over the profile
+    assert train["batch_size"] == 32 and train["eval_batch_size"] == 512  # toy_profiles.yaml, common.yaml
+
+
+def test_a_bad_profile_file_is_a_one_line_error(tmp_path, monkeypatch):
+    from mixlab import methods
+
+    bad = tmp_path / "toy.yaml"
+    bad.write_text("laptop:\n  train: {lr: 0.1}\n")
+    monkeypatch.setitem(methods._PROFILE_FILES, "toy", bad)
+    with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
+        resolve("toy", "smoke")

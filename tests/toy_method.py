@@ -1,5 +1,6 @@
 """A trivial method for engine tests: a linear soft-clustering head with a buffer and dropout."""
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,6 @@ class ToyConfig:
 
 class Toy(Method):
     Config = ToyConfig
-    PROFILES = {"smoke": {"train": {"dataset": "digits", "subset": 256, "batch_size": 32, "epochs": 3,
-                                    "augment": "light", "optimizer": "adam", "lr": 1e-2}}}
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
@@ -44,4 +43,4 @@ class Toy(Method):
         return self.head(x)
 
 
-register_method("toy", Toy)
+register_method("toy", Toy, profiles=Path(__file__).with_name("toy_profiles.yaml"))

@@ -1,9 +1,11 @@
-"""Method registry: name -> class, imported lazily so one broken method never hides the others."""
+"""Method registry: name -> class, imported lazily so one broken method never hides the others,
+and name -> profile file (``mixlab/profiles/<name>.yaml`` unless registered elsewhere)."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
-from mixlab.config import ConfigError
+from mixlab.checks import ConfigError
 
 _REGISTRY: dict[str, str] = {
     "mice": "mixlab.methods.mice:MiCE",
@@ -18,9 +20,21 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def register_method(name: str, target) -> None:
-    """Add a method: ``target`` is a class or a 'module:Class' string."""
+_PROFILE_FILES: dict[str, Path] = {}
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def register_method(name: str, target, profiles: str | Path | None = None) -> None:
+    """Add a method: ``target`` is a class or a 'module:Class' string; ``profiles`` its profile file
+    (default ``mixlab/profiles/<name>.yaml``; a method without one uses the common profiles)."""
     _REGISTRY[name] = target
+    if profiles is not None:
+        _PROFILE_FILES[name] = Path(profiles)
+
+
+def profile_file(name: str) -> Path:
+    """The YAML file with ``name``'s profiles (it may not exist)."""
+    return _PROFILE_FILES.get(name, PROFILE_DIR / f"{name}.yaml")
 
 
 def get_method(name: str):

@@ -13,12 +13,13 @@ One training step reads top to bottom::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 from torch import nn
 
-from mixlab.config import TrainConfig
+if TYPE_CHECKING:  # the config layer imports the method registry, not the other way round
+    from mixlab.config import TrainConfig
 
 
 @dataclass
@@ -44,8 +45,7 @@ class EpochContext:
 class Method(nn.Module):
     """Base class: override what differs; defaults give a single-optimizer method."""
 
-    Config: ClassVar[type]
-    PROFILES: ClassVar[dict] = {}
+    Config: ClassVar[type]              # settings; profiles live in mixlab/profiles/<name>.yaml
     n_views: int = 2
     clean_views: tuple[int, ...] = ()   # views fed un-augmented (``augmenter.clean``), e.g. NMM's original
     stages: tuple[str, ...] = ("main",)

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.config import ConfigError, check_choice, check_positive
+from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture.em import kl_categorical
@@ -127,24 +127,6 @@ class MiCE(Method):
 
     Config = MiCEConfig
     n_views = 3  # x_f (student), x_v (teacher), x_g (gating): Algorithm 1
-    PROFILES = {
-        # smoke/cpu: 16 px Fashion-MNIST through the small CNN (2.4x cheaper than 28 px); tau and lr
-        # selected without labels (best cosine silhouette, results/selection/mice-cpu.md); m = 0.99
-        # as in MoCo's CIFAR setting for short runs
-        "smoke": {"train": {"image_size": 16, "lr": 0.05},
-                  "method": {"embed_dim": 16, "queue_size": 256, "tau": 1.0, "kappa": 1.0, "teacher_momentum": 0.99}},
-        "cpu": {"train": {"subset": 5000, "image_size": 16, "epochs": 12, "lr": 0.05, "eval_every": 2},
-                "method": {"embed_dim": 32, "queue_size": 2048, "tau": 1.0, "kappa": 1.0, "teacher_momentum": 0.99}},
-        # gpu: the cpu selection, lr scaled linearly to batch 512 (nothing tuned on a GPU)
-        "gpu": {"train": {"epochs": 40, "lr": 0.1, "eval_every": 2},
-                "method": {"embed_dim": 64, "queue_size": 16384, "tau": 1.0, "kappa": 1.0, "teacher_momentum": 0.99}},
-        "paper": {"train": {"dataset": "cifar10", "backbone": "resnet34", "augment": "moco",
-                            "batch_size": 256, "optimizer": "sgd", "lr": 1.0, "momentum": 0.9,
-                            "weight_decay": 1e-4, "epochs": 1000, "schedule": "step",
-                            "milestones": [480, 640, 800], "gamma": 0.1, "warmup_epochs": 0},
-                  "method": {"n_clusters": 10, "embed_dim": 128, "tau": 1.0, "kappa": 1.0,
-                             "queue_size": 16384, "teacher_momentum": 0.999}},
-    }
 
     def __init__(self, cfg: MiCEConfig, spec: DataSpec):
         super().__init__(cfg, spec)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.config import ConfigError, check_positive
+from mixlab.checks import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture.kmeans import spherical_kmeans
@@ -67,24 +67,6 @@ class MoCo(Method):
     Config = MoCoConfig
     n_views = 2
     # same budgets and shared hyper-parameters as MiCE's profiles
-    PROFILES = {
-        # smoke/cpu: 16 px Fashion-MNIST through the small CNN (2.4x cheaper than 28 px); tau and lr
-        # selected without labels (best cosine silhouette, results/selection/moco-cpu.md); m = 0.99
-        # as in MoCo's CIFAR setting for short runs
-        "smoke": {"train": {"image_size": 16, "lr": 0.2},
-                  "method": {"embed_dim": 16, "queue_size": 256, "tau": 0.1, "teacher_momentum": 0.99}},
-        "cpu": {"train": {"subset": 5000, "image_size": 16, "epochs": 12, "lr": 0.2, "eval_every": 2},
-                "method": {"embed_dim": 32, "queue_size": 2048, "tau": 0.1, "teacher_momentum": 0.99}},
-        # gpu: the cpu selection, lr scaled linearly to batch 512 (nothing tuned on a GPU)
-        "gpu": {"train": {"epochs": 40, "lr": 0.4, "eval_every": 2},
-                "method": {"embed_dim": 64, "queue_size": 16384, "tau": 0.1, "teacher_momentum": 0.99}},
-        "paper": {"train": {"dataset": "cifar10", "backbone": "resnet34", "augment": "moco",
-                            "batch_size": 256, "optimizer": "sgd", "lr": 1.0, "momentum": 0.9,
-                            "weight_decay": 1e-4, "epochs": 1000, "schedule": "step",
-                            "milestones": [480, 640, 800], "gamma": 0.1, "warmup_epochs": 0},
-                  "method": {"n_clusters": 10, "embed_dim": 128, "tau": 1.0, "queue_size": 16384,
-                             "teacher_momentum": 0.999}},
-    }
 
     def __init__(self, cfg: MoCoConfig, spec: DataSpec):
         super().__init__(cfg, spec)

@@ -28,11 +28,12 @@ engine's schedule multiplier ``train.schedule`` still applies; the paper's is co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from mixlab.config import ConfigError, TrainConfig, check_choice, check_positive
+from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, Method
 from mixlab.mixture.nmm import (
     consistency_loss,
@@ -47,6 +48,9 @@ from mixlab.mixture.nmm import (
 )
 from mixlab.nets import build_backbone
 from mixlab.precision import full_precision
+
+if TYPE_CHECKING:
+    from mixlab.config import TrainConfig
 
 import mixlab.data.bottleneck  # noqa: F401,E402  (registers the `fashion-bottleneck2d` dataset, §8.1)
 
@@ -142,30 +146,6 @@ class NMM(Method):
     """Neural mixture model: backbone -> K relevance neurons -> :class:`RelevanceNorm`."""
 
     Config = NMMConfig
-    PROFILES = {
-        # Fashion-MNIST, grayscale + Sobel input (§8.2), batch 128 and gamma 5 (§8.2).
-        "smoke": {"train": {"backbone": "small-cnn", "sobel": True, "augment": "moco-gray",
-                            "batch_size": 128, "schedule": "constant", "epochs": 2},
-                  "method": {"lr_em": 1e-3, "lr_consistency": 2e-3}},
-        # 2-core CPU in <= 60 s per seed (measured with 2 threads: two-fold ~45 s, EM-only ~30 s,
-        # consistency-only ~23 s): the small CNN (the Table 2 MNIST net trains at ~100 img/s on one
-        # core, too slow) and 10x the paper's learning rates for a 6-epoch run.
-        "cpu": {"train": {"subset": 6000, "epochs": 6, "backbone": "small-cnn", "sobel": True,
-                          "augment": "moco-gray", "batch_size": 128, "schedule": "constant",
-                          "num_threads": 2},
-                "method": {"lr_em": 5e-4, "lr_consistency": 1e-3}},
-        # One H100, full Fashion-MNIST (70k), the Table 2 MNIST network: ~9.5 s/epoch two-fold,
-        # ~6 s/epoch EM-only (eager, batch 128), i.e. ~5 min for 30 epochs.
-        "gpu": {"train": {"subset": None, "epochs": 30, "backbone": "nmm-mnist", "sobel": True,
-                          "augment": "moco-gray", "batch_size": 128, "schedule": "constant",
-                          "image_size": None, "channels_last": False, "eval_every": 5},
-                "method": {"lr_em": 1e-4, "lr_consistency": 2e-4}},
-        # §8.2: Table 2 network, 250 epochs, batch 128, gamma 5, Adam 5e-5 / 1e-4, constant lr.
-        "paper": {"train": {"subset": None, "epochs": 250, "backbone": "nmm-mnist", "sobel": True,
-                            "augment": "moco-gray", "batch_size": 128, "schedule": "constant",
-                            "image_size": None, "eval_every": 10},
-                  "method": {"lr_em": 5e-5, "lr_consistency": 1e-4, "density_gamma": 5.0}},
-    }
 
     def __init__(self, cfg: NMMConfig, spec: DataSpec):
         super().__init__(cfg, spec)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixlab import distributed as dist
-from mixlab.config import ConfigError, check_choice, check_positive
+from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
 from mixlab.methods.momentum import ema_update_, make_teacher
 from mixlab.mixture.kmeans import assign_nearest, spherical_kmeans
@@ -184,28 +184,6 @@ class SiamMM(Method):
     # Eq. 13 unweighted; zeta = -1.2 (§5); K0 = 100, well above any plausible K on Fashion-MNIST
     # (the class count plays no part: K is whatever merging leaves); H = 5, tau = 0.02, alpha = 1.
     # The budget forces only the widths (proj/pred MLPs, d^PCA = 150/256 of proj_dim).
-    PROFILES = {
-        "smoke": {"train": {"augment": "moco-gray", "epochs": 3, "lr": 0.3, "weight_decay": 1e-6},
-                  "method": {"n_clusters": 20, "zeta": -1.2, "proj_dim": 32, "proj_hidden": 64,
-                             "pred_hidden": 64, "pca_dim": 20, "kmeans_iters": 5, "lars": True}},
-        "cpu": {"train": {"subset": 4096, "epochs": 10, "batch_size": 256, "augment": "moco-gray", "lr": 0.6,
-                          "weight_decay": 1e-6, "warmup_epochs": 1},
-                "method": {"n_clusters": 100, "zeta": -1.2, "proj_dim": 128, "proj_hidden": 512,
-                           "pred_hidden": 512, "pca_dim": 75, "lars": True}},
-        "gpu": {"train": {"epochs": 40, "batch_size": 512, "augment": "moco-gray", "lr": 1.2,
-                          "weight_decay": 1e-6, "warmup_epochs": 4},
-                "method": {"n_clusters": 100, "zeta": -1.2, "proj_dim": 256, "proj_hidden": 2048,
-                           "pred_hidden": 2048, "pca_dim": 150, "lars": True}},
-        # §5.1: ImageNet-1k, ResNet-50, MoCo v3 augmentation, LARS, wd 1e-6, batch 4096,
-        # lr = 0.6 x 4096 / 256 (100 epochs), cosine; K0 = 100k, zeta = -1.2, H = 5, alpha = 1, tau = 0.02.
-        # mixlab has no ImageNet-1k loader nor ResNet-50: the dataset stays the common default and
-        # the backbone the paper profile's resnet34; K0 is capped at the number of samples.
-        "paper": {"train": {"epochs": 100, "batch_size": 4096, "lr": 9.6, "weight_decay": 1e-6,
-                            "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 10, "augment": "moco"},
-                  "method": {"n_clusters": 100_000, "zeta": -1.2, "n_nearest": 5, "tau": 0.02,
-                             "kappa_mode": "pca", "pca_dim": 150, "proj_dim": 256, "proj_hidden": 4096,
-                             "pred_hidden": 4096, "lars": True}},
-    }
 
     def __init__(self, cfg: SiamMMConfig, spec: DataSpec):
         super().__init__(cfg, spec)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixlab.config import ConfigError, check_choice, check_positive
+from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
 from mixlab.mixture import mmd_centers
@@ -127,25 +127,6 @@ class TCC(Method):
                                   f" n_clusters={self.n_clusters}; use embed_dim >= {self.n_clusters - 1}")
             if self.instance_weight == 0 and self.cluster_weight == 0:
                 raise ConfigError("method.instance_weight and method.cluster_weight are both 0; nothing to train")
-
-    PROFILES = {
-        "smoke": {"train": {"lr": 0.05}, "method": {"queue_size": 512, "proj_hidden": 128, "embed_dim": 32}},
-        # cpu: sized to ~40 s per seed on 2 cores (the notebook trains 4 variants x 3 seeds in ~8 min);
-        # evaluation at the end only (end_epoch logs the cluster balance from the training views for free)
-        "cpu": {"train": {"subset": 4000, "epochs": 8, "batch_size": 200, "eval_every": 0,
-                          "lr": 0.05, "num_threads": 2},
-                "method": {"proj_hidden": 256, "embed_dim": 64}},
-        # gpu: full Fashion-MNIST (70k), ResNet-18 at 32 px; ~7 s/epoch on one H100 (bf16)
-        "gpu": {"train": {"epochs": 30, "batch_size": 512, "lr": 0.1, "warmup_epochs": 2, "eval_every": 5},
-                "method": {"queue_size": 16384, "teacher_momentum": 0.996}},
-        # paper: the supplement gives no optimizer settings; it follows MiCE for the backbone (§C), so
-        # these are MiCE's (ResNet-34 CIFAR stem, MoCo augmentation, SGD lr 1.0, tau 1.0, 1000 epochs).
-        "paper": {"train": {"dataset": "cifar10", "backbone": "resnet34", "augment": "moco", "batch_size": 256,
-                            "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 1000,
-                            "schedule": "step", "milestones": [480, 640, 800], "gamma": 0.1, "warmup_epochs": 0},
-                  "method": {"n_clusters": 10, "embed_dim": 128, "instance_temperature": 1.0, "teacher_momentum": 0.999,
-                             "queue_size": 16384}},
-    }
 
     n_views = 2
 
