@@ -141,5 +141,23 @@ ax.set(xlabel="epoch", ylabel="K", title=f"seed {seeds[0]}")
 ax.legend(fontsize=7)
 viz.savefig(fig, "siammm_ablations_k", figures_dir, experiment=EXP, profile=profile, seed=seeds[0])
 
+# %% [markdown]
+# ## The claims (SiamMM Tab. 5-6, §5.2), on the paper's yardstick: linear-probe and k-NN accuracy
+#
+# Soft assignment to H nearest centroids vs hard (H = 1), merging vs a fixed K, and the mixture vs
+# BYOL alone on the same budget. Paired over seeds; the paired t-test over seeds decides at
+# α = 0.05 (`mixlab.claims`); the verdicts go to `results/claims.md`.
+
+# %%
+from mixlab import claims
+
+CLAIMS = [("SiamMM (soft, H nearest) > hard (H = 1)", "SiamMM Tab. 6", "H = 1 (hard)"),
+          ("SiamMM (merging) > fixed K", "SiamMM Tab. 5", "fixed K"),
+          ("SiamMM (mixture) > BYOL alone", "SiamMM §5.2", "BYOL (no cluster term)")]
+verdicts = [claims.judge_rows(claims.Claim(text, source, a="SiamMM", b=other, metric=metric), rows)
+            for text, source, other in CLAIMS for metric in ("linear_probe_acc", "knn_acc")]
+claims.write(results_dir, EXP, verdicts, profile=profile)
+print(claims.format_table(verdicts))
+
 # %%
 print(f"siammm_ablations notebook done in {time.time() - t0:.0f} s")

@@ -192,5 +192,19 @@ axes[0].legend(fontsize=8)
 axes[2].set_title("total loss (scales differ between variants)")
 viz.savefig(fig, "tcc_cluster_balance", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
+# %% [markdown]
+# ## The claims (TCC supplement): both levels beat either alone; TCC's r_k beats CC's
+#
+# Paired over seeds; the paired t-test over seeds decides at α = 0.05 (`mixlab.claims`); the
+# per-image McNemar tests above are shown beside it and do not decide.
+
+# %%
+from mixlab import claims
+
+verdicts = [claims.judge_rows(claims.Claim(f"TCC > {other}", "TCC supplement", a="tcc", b=other), rows)
+            for other in ("no-cluster-loss", "no-instance-loss", "cc-style-rk")]
+claims.write(results_dir, EXP, verdicts, profile=profile)
+print(claims.format_table(verdicts))
+
 # %%
 print(f"tcc done in {time.time() - t0:.0f} s")

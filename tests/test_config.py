@@ -111,3 +111,10 @@ def test_a_bad_profile_file_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(methods._PROFILE_FILES, "toy", bad)
     with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
         resolve("toy", "smoke")
+
+
+@pytest.mark.parametrize("method", ["mice", "moco", "siammm", "nmm", "tcc"])
+def test_cpu_and_gpu_profiles_train_on_all_70000_images(method):
+    for profile in ("cpu", "gpu"):
+        train = resolve(method, profile).train
+        assert train.dataset == "fashion-mnist" and train.subset is None, (method, profile)
