@@ -1,0 +1,38 @@
+"""The benchmark scripts run in their --quick mode and write complete, consistent tables."""
+import importlib.util
+import json
+
+import pytest
+
+from mixlab import precision
+
+
+def _script(repo, name):
+    spec = importlib.util.spec_from_file_location(name, repo / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_quick_reports_both_paths_flops_and_peaks(repo, tmp_path, one_thread):
+    out = tmp_path / "throughput.md"
+    _script(repo, "throughput").main(["--quick", "--methods", "mice", "nmm", "--profile", "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["quick"] and [r["method"] for r in data["methods"]] == ["mice", "nmm"]
+    peaks = data["matmul_peak_flop_s"]["1"]
+    assert peaks["fp32"] > 1e8 and peaks["bf16"] > 1e8
+    for row in data["methods"]:
+        assert row["img_s"]["fp32"] > 0 and row["img_s"]["default"] > 0
+        assert row["ratio"] == pytest.approx(row["img_s"]["default"] / row["img_s"]["fp32"])
+        assert row["gflop_per_step"] > 0.1     # the small CNN's convolutions at batch 64, forward and backward
+        assert row["gflop_s"]["fp32"] == pytest.approx(row["gflop_per_step"] * row["img_s"]["fp32"] / row["batch"])
+        assert row["default_dtype"] == ("bf16" if precision.cpu_has_native_bf16() else "fp32")
+        assert any("convolution" in line for line in row["profile"])
+    text = out.read_text()
+    assert "QUICK MODE" in text and "| mice | small-cnn | 1 |" in text and "load_average_start" in text
+
+
+def test_throughput_rejects_bad_arguments_in_one_line(repo, capsys):
+    with pytest.raises(SystemExit):
+        _script(repo, "throughput").main(["--steps", "0"])
+    assert "--steps must be >= 1 (got 0)" in capsys.readouterr().err
