@@ -7,7 +7,11 @@ d_s = m_A(s) - m_B(s), the effect is mean(d) ± std(d) over seeds, and the **pai
 
 - ``held``: p < α and the difference has the claimed sign;
 - ``reversed``: p < α and the opposite sign;
-- ``undecided``: p ≥ α, fewer than 2 seeds, or no seed-to-seed variation to test against.
+- ``undecided``: p ≥ α, or fewer than 2 seeds.
+
+When every seed gives the same non-zero difference (a discrete metric such as the number of
+clusters used), std(d) = 0 and t is ±∞: p = 0, the limit of the t-test. No difference at all is
+p = 1.
 
 A claim of *equality* (``direction="equal"``, e.g. MiCE App. E: SGD on μ matches Eq. 13) is an
 equivalence test (two one-sided t-tests, TOST, margin ``margin``): ``held`` when the
@@ -110,8 +114,11 @@ def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
     if len(seeds) != a.size:
         raise ValueError(f"{claim.claim}: {len(seeds)} seeds for {a.size} paired values")
     d = a - b
-    test = paired_t(a, b)
-    t, p = test["statistic"], test["p_value"]
+    if d.size >= 2 and np.all(d == d[0]):  # no seed-to-seed variation: the t-test's limit
+        t, p = (math.copysign(math.inf, d[0]), 0.0) if d[0] else (0.0, 1.0)
+    else:
+        test = paired_t(a, b)
+        t, p = test["statistic"], test["p_value"]
     if not math.isfinite(p):
         verdict = "undecided"
     elif claim.direction == "equal":
@@ -154,8 +161,13 @@ def collect(results_dir: str | Path) -> list[dict]:
     return out
 
 
-def _pct(x: float) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.1f}"
+FRACTIONS = ("nmi", "ari", "ami")  # and every metric ending in "acc": shown in percentage points
+
+
+def _num(x: float, metric: str) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{100 * x:+.1f}" if metric.endswith("acc") or metric in FRACTIONS else f"{x:+.2f}"
 
 
 def _p(x: float) -> str:
@@ -163,14 +175,15 @@ def _p(x: float) -> str:
 
 
 def format_table(records: Sequence[dict | Verdict]) -> str:
-    """Markdown: one row per claim (effect in points, mean ± std over seeds); ``records`` are
+    """Markdown: one row per claim (effect mean ± std over seeds, in percentage points for ACC-like
+    metrics, NMI, ARI, AMI; as it is otherwise); ``records`` are
     :func:`collect` output or a notebook's own :class:`Verdict` objects."""
     records = [r.to_dict() if isinstance(r, Verdict) else r for r in records]
-    lines = ["| source | claim | metric | A − B (points, mean ± std) | seeds | paired t p | Wilcoxon p | verdict |"
+    lines = ["| source | claim | metric | A − B (mean ± std) | seeds | paired t p | Wilcoxon p | verdict |"
              " experiment |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         c = r["claim"]
-        effect = f"{_pct(r['effect_mean'])} ± {_pct(r['effect_std']).lstrip('+')}"
+        effect = f"{_num(r['effect_mean'], c['metric'])} ± {_num(r['effect_std'], c['metric']).lstrip('+')}"
         lines.append(f"| {c['source']} | {c['claim']} | {c['metric'].upper()} | {effect} | {len(r['seeds'])} |"
                      f" {_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r.get('experiment', '')} |")
     return "\n".join(lines) + "\n"
@@ -187,7 +200,8 @@ def write_table(results_dir: str | Path, profile: str) -> Path | None:
             f" device={meta['device']} date={meta['date']} -->\n"
             f"Unit of test: the training seed. The two-sided paired t-test over seeds decides at"
             f" α = {', '.join(map(str, sorted(alpha)))}; equality claims use TOST with their margin;"
-            " the exact Wilcoxon signed-rank p is shown only. Effects are A − B in percentage points.\n\n")
+            " the exact Wilcoxon signed-rank p is shown only. Effects are A − B: percentage points for ACC,"
+            " NMI, ARI, AMI and the probes, the metric's own unit otherwise.\n\n")
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
     tail = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(records)} claims.\n"
     path = Path(results_dir) / "claims.md"

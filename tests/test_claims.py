@@ -31,9 +31,13 @@ def test_noise_is_undecided():
     assert v.p_t >= claims.ALPHA and v.verdict == "undecided"
 
 
-def test_one_seed_or_no_variation_is_undecided():
+def test_one_seed_is_undecided_and_a_constant_difference_decides():
     assert claims.judge(CLAIM, [0.9], [0.1]).verdict == "undecided"
-    assert claims.judge(CLAIM, [0.9, 0.8], [0.1, 0.0]).verdict == "undecided"  # constant difference: no t
+    assert claims.judge(CLAIM, [10, 10, 10], [1, 1, 1]).verdict == "held"  # e.g. clusters used, every seed
+    assert claims.judge(CLAIM, [1, 1, 1], [10, 10, 10]).verdict == "reversed"
+    assert claims.judge(CLAIM, [5, 5], [5, 5]).verdict == "undecided"
+    used = claims.Claim("A uses more clusters", "Paper §8", a="A", b="B", metric="clusters_used")
+    assert "| CLUSTERS_USED | +9.00 ± 0.00 | 3 |" in claims.format_table([claims.judge(used, [10] * 3, [1] * 3)])
 
 
 def test_equality_claim_by_equivalence():
