@@ -212,7 +212,10 @@ for t, col in [(0, "C0"), (1, "C1")]:
         curve_b.append(float(elbo(tr.log_q[t], *gmm.gmm_log_joint(x1, p_m)).mean()))
     curve_l, curve_b = np.array(curve_l), np.array(curve_b)
     cert.at_most(f"1.bound: ELBO(q^{t}, m) <= l(m) on the grid", curve_b, curve_l, 1e-12)
-    axes[0].plot(m_grid, curve_l, "k", lw=1 if t else 2, label=r"$\ell(m_1)/N$" if t == 0 else None)
+    step_m = float(m_grid[1] - m_grid[0])
+    cert.equal(f"1.bound: argmax_m ELBO(q^{t}, m) = the M-step's m_1^{t + 1} (grid step {step_m:.2f})",
+               float(m_grid[curve_b.argmax()]) - float(tr.params[t + 1].means[0, 0]), step_m)
+    axes[0].plot(m_grid, curve_l, "k", lw=2 - t, label=fr"$\ell(m_1)/N$, rest of $\theta^{t}$")
     axes[0].plot(m_grid, curve_b, col, label=fr"ELBO$(q^{t},m_1)/N$")
     axes[0].axvline(float(p_t.means[0, 0]), color=col, ls=":", lw=1)
 axes[0].set(xlabel=r"mean $m_1$ of component 1", ylim=(tr.loglik[0] - 0.6, tr.loglik[-1] + 0.05), title="the bound touches at the E-step")
