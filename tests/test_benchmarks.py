@@ -36,3 +36,23 @@ def test_throughput_rejects_bad_arguments_in_one_line(repo, capsys):
     with pytest.raises(SystemExit):
         _script(repo, "throughput").main(["--steps", "0"])
     assert "--steps must be >= 1 (got 0)" in capsys.readouterr().err
+
+
+def test_amp_numerics_quick_pairs_the_paths_by_seed_and_reuses_finished_runs(repo, tmp_path, one_thread):
+    out, runs = tmp_path / "numerics.md", tmp_path / "runs"
+    script = _script(repo, "amp_numerics")
+    script.main(["--quick", "--methods", "moco", "--runs", str(runs), "--out", str(out)])
+    row = json.loads(out.with_suffix(".json").read_text())["methods"][0]
+    assert row["seeds"] == [0, 1] and row["amp_default"] is True
+    first = {p: (runs / "moco" / p / "seed1" / "metrics.json").stat().st_mtime_ns for p in ("fp32", "default")}
+    diff = [a - b for a, b in zip(row["scores"]["default"]["acc"], row["scores"]["fp32"]["acc"])]
+    assert row["paired_t"]["acc"]["mean_diff"] == pytest.approx(sum(diff) / 2)
+    assert "| moco | fp32 |" in out.read_text() and "| moco | default |" in out.read_text()
+    script.main(["--quick", "--methods", "moco", "--runs", str(runs), "--out", str(out)])   # resumes: no retraining
+    assert first == {p: (runs / "moco" / p / "seed1" / "metrics.json").stat().st_mtime_ns for p in ("fp32", "default")}
+
+
+def test_amp_numerics_rejects_repeated_seeds(repo, capsys):
+    with pytest.raises(SystemExit):
+        _script(repo, "amp_numerics").main(["--seeds", "0", "0"])
+    assert "--seeds must be distinct" in capsys.readouterr().err
