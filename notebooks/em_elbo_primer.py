@@ -1122,6 +1122,10 @@ plt.show()
 # (a preconditioned gradient step on $Q$, weights and covariances fixed). $Q$ is a concave quadratic in $m_k$, so the step
 # raises $Q$ — and hence $\ell$ — iff $0\le\eta\le2$; $\eta=2.5$ overshoots and $\ell$ can fall.
 #
+# **MiCE's $\hat Z$.** With a queue drawn like the data, $\hat Z\approx\frac{\nu+1}{N}Z$, so the measured slack
+# $\mathbb E_q\log Z/\hat Z$ (right panel) is close to $\log N-\log(\nu+1)$: positive for short queues, zero near $\nu=N$,
+# negative beyond — $\tilde{\mathcal L}$ is a shifted objective, not a bound in either direction, far inside Theorem 1's $\log N-\log\nu+4/\tau$.
+#
 # **The Fisher identity.** $\nabla_\theta\log p(y\mid\theta)=\mathbb E_{p(k\mid y,\theta)}[\nabla_\theta\log p(y,k\mid\theta)]$: the gradient of the ELBO
 # at the exact posterior with $q$ **detached** equals the gradient of $\log p$, and so does the gradient with $q$ attached
 # (the ELBO is stationary in $q$ there). That is why MiCE may back-propagate through its posterior or not, with the same
