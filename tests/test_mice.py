@@ -136,15 +136,21 @@ def test_eq13_is_one_spherical_kmeans_step_under_a1_a4():
     torch.testing.assert_close(new.float(), c, atol=1e-5, rtol=1e-5)
 
 
-def test_empty_cluster_keeps_previous_mu():
+def test_empty_cluster_gets_a_neutral_mu_by_default():
+    # the authors' code zeroes the prototype of a cluster that received no point: its class-level
+    # term v.mu_k is then 0 (neutral) instead of a stale prototype that keeps the cluster empty
     gen = torch.Generator().manual_seed(8)
     v, prev = _unit(6, K, D, gen=gen), _unit(K, D, gen=gen)
     z = torch.tensor([0, 0, 1, 1, 3, 3])                               # clusters 2 and 4 get nothing
     new, empty = analytical_mu(*assignment_sums(v, z, K), prev)
     assert empty.tolist() == [False, False, True, False, True]
-    torch.testing.assert_close(new[empty], prev[empty])
+    assert torch.all(new[empty] == 0)
     torch.testing.assert_close(new[0], F.normalize(v[0, 0] + v[1, 0], dim=0))
-    torch.testing.assert_close(new.norm(dim=-1), torch.ones(K, dtype=torch.float64))
+    torch.testing.assert_close(new[~empty].norm(dim=-1), torch.ones(3, dtype=torch.float64))
+    kept, _ = analytical_mu(*assignment_sums(v, z, K), prev, "keep")
+    torch.testing.assert_close(kept[empty], prev[empty])
+    torch.testing.assert_close(kept[~empty], new[~empty])
+    assert resolve("mice", "smoke").params.empty_mu == "zero"
 
 
 def test_gating_prior_shapes_and_uniform():
@@ -204,7 +210,7 @@ def test_end_epoch_applies_eq13_and_logs_empty_clusters():
     ctx = EpochContext(epoch=1, map_dataset=None, all_reduce=lambda t: t, log=messages.append)
     m.end_epoch(ctx)
     torch.testing.assert_close(m.mu.detach(), expected)
-    assert bool(empty.any()) == bool(messages) and all("keep their previous" in s for s in messages)
+    assert bool(empty.any()) == bool(messages) and all("μ = 0" in s for s in messages)
 
 
 def train_steps(method_name, overrides, n_steps=30, batch=64, seed=0):

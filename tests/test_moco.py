@@ -120,3 +120,36 @@ def test_smoke_run_clusters_and_checkpoints_queue(tmp_path):
     setup.method.load_state_dict(state)
     assert torch.equal(setup.method.queue.ptr, state["queue.ptr"])
     assert torch.equal(setup.method.centroids, state["centroids"])
+
+
+def test_moco_runs_with_mices_settings():
+    # MiCE App. D: the MoCo baseline "follows the same hyper-parameter settings as MiCE"
+    for profile in ("smoke", "cpu", "gpu", "paper"):
+        mice, moco = resolve("mice", profile), resolve("moco", profile)
+        for field in ("lr", "batch_size", "epochs", "schedule", "milestones", "augment", "weight_decay",
+                      "momentum", "image_size", "subset", "warmup_epochs"):
+            assert getattr(moco.train, field) == getattr(mice.train, field), (profile, field)
+        for field in ("tau", "queue_size", "teacher_momentum", "embed_dim", "n_clusters"):
+            assert getattr(moco.params, field) == getattr(mice.params, field), (profile, field)
+
+
+def test_spherical_kmeans_keeps_the_best_of_several_restarts():
+    # one k-means restart often lands two centroids in one group; restarts (faiss nredo) keep the
+    # best k-means objective, which needs no labels
+    from mixlab.mixture.vmf import vmf_sample
+
+    mus = np.random.default_rng(0).standard_normal((10, 4))  # 10 overlapping groups of unequal size
+    x = np.concatenate([vmf_sample(mus[k], 30.0, 60 * (k + 1), seed=k) for k in range(10)])
+    emb = torch.as_tensor(x).float()
+    spec = DataSpec(in_channels=1, image_size=28, n_samples=len(x), backbone="small-cnn")
+    assert resolve("moco", "smoke").params.kmeans_redo >= 5
+    objs = {}
+    for redo in (1, 5):
+        m = MoCo(resolve("moco", "smoke", {"method": {"kmeans_redo": redo, "embed_dim": 4}}).params, spec)
+        m.embed = lambda x_: emb
+        objs[redo] = [m.end_epoch(EpochContext(epoch=e, map_dataset=lambda fn: fn(None),
+                                                all_reduce=lambda t: t, log=print))["kmeans_obj"]
+                      for e in range(8)]
+    assert all(b >= a - 1e-6 for a, b in zip(objs[1], objs[5]))
+    assert sum(b > a + 1e-4 for a, b in zip(objs[1], objs[5])) >= 2, objs
+    assert np.mean(objs[5]) > np.mean(objs[1])

@@ -86,6 +86,8 @@ class MiCEConfig:
     class_level: bool = True           # False = A5: drop the class-level term v·μ of Eq. 6 (row (4))
     mu_update: str = "analytical"      # end-of-epoch μ update: Eq. 13 | App. E SGD | none (row (a))
     mu_gradient: bool = True           # SGD on μ within the epoch (False = row (b))
+    empty_mu: str = "zero"             # μ_k of a cluster with no hard assignment at Eq. 13: "zero" (the
+    #                                    authors' code; a neutral class-level term) | "keep" (stale μ_k)
     omega_init: str = "mmd"            # gating prototypes: MMD centers | uniform on the sphere (row (c))
     omega_learned: bool = False        # optimize ω by gradient (row (d))
     mu_init: str = "random"            # μ before the first Eq. 13 update (mixlab's choice, see module doc)
@@ -99,6 +101,7 @@ class MiCEConfig:
         check_choice("method.mu_update", self.mu_update, ("analytical", "sgd_end_of_epoch", "none"))
         check_choice("method.omega_init", self.omega_init, ("mmd", "uniform"))
         check_choice("method.mu_init", self.mu_init, ("random", "mmd"))
+        check_choice("method.empty_mu", self.empty_mu, ("zero", "keep"))
         for name in ("n_clusters", "embed_dim", "tau", "kappa", "queue_size", "mu_sgd_lr",
                      "mu_sgd_max_passes", "mu_sgd_batch_size"):
             check_positive(f"method.{name}", getattr(self, name))
@@ -210,10 +213,11 @@ class MiCE(Method):
         old = F.normalize(self.mu.detach().float(), dim=-1)
         if cfg.mu_update == "analytical":
             sums = self.mu_sum.clone()
-            new, empty = analytical_mu(sums, counts, old)
+            new, empty = analytical_mu(sums, counts, old, cfg.empty_mu)
             if bool(empty.any()):
+                what = "μ = 0 (neutral)" if cfg.empty_mu == "zero" else "their previous μ"
                 ctx.log(f"MiCE Eq. 13: cluster(s) {empty.nonzero().flatten().tolist()} got no hard"
-                        " assignment this epoch; they keep their previous expert prototype μ")
+                        f" assignment this epoch; they get {what} (empty_mu={cfg.empty_mu!r})")
             self.mu.data.copy_(new.to(self.mu.dtype))
         elif cfg.mu_update == "sgd_end_of_epoch":
             logs.update(self._mu_sgd(ctx))

@@ -48,7 +48,8 @@ class MoCoConfig:
     teacher_momentum: float = 0.999    # m
     head_layers: int = 1               # 1 = linear output layer (as MiCE); 2 = MoCo v2 MLP head
     kmeans_iters: int = 50             # Lloyd iterations of spherical k-means
-    kmeans_redo: int = 1               # k-means restarts (best objective kept)
+    kmeans_redo: int = 5               # k-means restarts (faiss nredo), the best k-means objective kept
+    #                                    (label-free); 5 as in PCL (Li et al., ICLR 2021), the count SiamMM §4.3 cites
     kmeans_seed: int = 0               # seed = kmeans_seed + epoch
     soft_temperature: float = 0.0      # 0: one-hot predictions; > 0: softmax(cos / T)
 
@@ -66,7 +67,6 @@ class MoCo(Method):
 
     Config = MoCoConfig
     n_views = 2
-    # same budgets and shared hyper-parameters as MiCE's profiles
 
     def __init__(self, cfg: MoCoConfig, spec: DataSpec):
         super().__init__(cfg, spec)

@@ -151,24 +151,30 @@ def assignment_sums(v: Tensor, z_hat: Tensor, n_clusters: int) -> tuple[Tensor, 
     return sums, one_hot.sum(0)
 
 
-def analytical_mu(sums: Tensor, counts: Tensor, prev_mu: Tensor) -> tuple[Tensor, Tensor]:
+def analytical_mu(sums: Tensor, counts: Tensor, prev_mu: Tensor, empty_mu: str = "zero") -> tuple[Tensor, Tensor]:
     """Analytical update of the expert prototypes, Eq. (13) (derivation App. A.2, Eq. 14-16):
 
         μ_k = μ̂_k / ||μ̂_k||_2,   μ̂_k = Σ_{n: ẑ_n = k} v_{y_n,k}.
 
     It maximises the ELBO in μ_k under A1 (hard q) and A2 (self-normalized Φ) subject to
     ||μ_k|| = 1; under A3-A4 it is the M-step of spherical k-means (Theorem 4). A cluster that
-    received no point (``counts[k] == 0``), or whose sum vanishes, has no maximiser: it keeps
-    ``prev_mu[k]`` (normalized).
+    received no point (``counts[k] == 0``), or whose sum vanishes, has no maximiser (the ELBO
+    under A1 does not depend on μ_k). ``empty_mu="zero"`` (default, what the authors' code does:
+    it normalizes the zero sum to zero) sets μ_k = 0: the class-level term v·μ_k of Eq. 6 is then
+    neutral for that expert, so points can return to it on their instance term and the next Eq. 13
+    re-estimates μ_k; ``"keep"`` keeps ``prev_mu[k]`` (normalized), a stale prototype that keeps
+    repelling the points it no longer fits, so the cluster tends to stay empty.
 
     Returns:
         ``(mu [K, d], empty [K] bool)``.
     """
-    prev = F.normalize(prev_mu.to(sums.dtype), dim=-1)
+    if empty_mu not in ("zero", "keep"):
+        raise ValueError(f"empty_mu={empty_mu!r}: choose 'zero' or 'keep'")
+    fill = F.normalize(prev_mu.to(sums.dtype), dim=-1) if empty_mu == "keep" else torch.zeros_like(sums)
     norm = sums.norm(dim=-1, keepdim=True)
     empty = (counts <= 0) | (norm.squeeze(-1) <= 1e-12)
     new = sums / norm.clamp_min(1e-12)
-    return torch.where(empty.unsqueeze(-1), prev, new), empty
+    return torch.where(empty.unsqueeze(-1), fill, new), empty
 
 
 def info_nce(f: Tensor, v: Tensor, queue: Tensor, tau: float) -> Tensor:
