@@ -36,7 +36,7 @@ def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):
     if method == "siammm":  # K changed while the ranks stayed identical
         assert log[-1]["K"] < log[0]["K"] == 30
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
-        ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "predictions.npz"]
+        ["assignments.csv", "checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "predictions.npz"]
 
 
 def test_shuffle_bn_round_trip_and_mixes_ranks(tmp_path):
