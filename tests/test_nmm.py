@@ -209,3 +209,31 @@ def test_2d_normalization_uses_more_clusters(blobs_runs):
     assert norm["n_nonempty"] > raw["n_nonempty"]
     assert norm["n_nonempty"] >= 8 and norm["acc"] > 0.8
     assert raw["max_cluster_frac"] > 0.5                            # the un-normalized model collapses
+
+
+def _running(model):
+    return {n: b.clone() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))}
+
+
+def test_no_grad_clean_pass_leaves_the_running_statistics_alone():
+    # the consistency step's no-grad pass re-computes p on the original; only its gradient pass on
+    # the transformed view may move the BatchNorm / RelevanceNorm running statistics
+    torch.manual_seed(0)
+    model = NMM(resolve("nmm", "smoke").params, DataSpec(2, 28, 100, "small-cnn")).train()
+    x, x_tr = torch.rand(16, 2, 28, 28), torch.rand(16, 2, 28, 28) * 0.5
+    start = {n: b.clone() for n, b in model.state_dict().items()}
+    model.training_step([x, x_tr], torch.arange(16), "consistency")
+    after_step = _running(model)
+    model.load_state_dict(start)
+    model.scores(x_tr)  # the transformed view alone
+    expected = _running(model)
+    assert any("norm" in n for n in expected) and any("backbone" in n for n in expected)
+    for name, value in expected.items():
+        torch.testing.assert_close(after_step[name], value, msg=name)
+    # the helper restores exactly, and train-mode outputs inside it still use batch statistics
+    model.load_state_dict(start)
+    from mixlab.nets import running_stats_frozen
+    with torch.no_grad(), running_stats_frozen(model):
+        inside = model.scores(x)
+    torch.testing.assert_close(_running(model), {n: start[n] for n in expected})
+    torch.testing.assert_close(inside, model.scores(x))

@@ -21,6 +21,13 @@ Views: ``views[0]`` is the "original" image x_i and ``views[1]`` its transform x
 original is the un-augmented image; with ``original_view="clean"`` NMM asks the engine for it through
 ``clean_views = (0,)`` (view 0 = ``augmenter.clean(x)``); ``"augmented"`` uses two augmented views.
 
+Running statistics (backbone BatchNorm and :class:`RelevanceNorm`, what evaluation normalises
+with) are updated by the gradient passes only: the EM step's original and transformed views and the
+consistency step's transformed view. The consistency step's no-grad pass re-computes p on the
+original the EM step has just seen; it normalises with its batch statistics like any train-mode pass
+but leaves the running ones untouched, so no image counts twice and the clean/augmented mix of the
+statistics is that of the two gradient steps (mixlab's choice; the paper does not say).
+
 Training ignores ``train.lr``, ``train.optimizer``, ``train.momentum`` and ``train.weight_decay``:
 the stage optimizers are Adam with ``lr_em`` / ``lr_consistency`` / ``adam_weight_decay`` below (the
 engine's schedule multiplier ``train.schedule`` still applies; the paper's is constant).
@@ -46,7 +53,7 @@ from mixlab.mixture.nmm import (
     synthesize_input,
     topk_by_relevance,
 )
-from mixlab.nets import build_backbone
+from mixlab.nets import build_backbone, running_stats_frozen
 from mixlab.precision import full_precision
 
 if TYPE_CHECKING:
@@ -216,7 +223,9 @@ class NMM(Method):
             loss = em_loss(log_p, log_h, log_h_tr)               # Eq. 6 / Eq. 7
             return {"loss": loss, **_diagnostics(log_p.detach(), log_h.detach())}
         if stage == "consistency":
-            with torch.no_grad():                                # fresh posterior p with updated theta
+            # fresh posterior p with updated theta; a re-computation on the batch the EM step has
+            # already normalised, so it does not move the running statistics (no double count)
+            with torch.no_grad(), running_stats_frozen(self):
                 log_p = self.log_post(self.scores(x), gamma)
             log_q = self.log_post(self.scores(views[1]), gamma)
             loss = consistency_loss(log_p, log_q)                # Eq. 8

@@ -7,6 +7,7 @@ from torch import nn
 
 from mixlab.nets.cnn import MLP, NMM_PLANS, NMMNet, SmallCNN
 from mixlab.nets.heads import ExpertHead, GatingHead, ProjectionHead
+from mixlab.nets.norm_stats import running_stats_frozen
 from mixlab.nets.resnet import build_resnet
 
 BACKBONES: dict[str, Callable[[int, int], nn.Module]] = {
@@ -28,4 +29,4 @@ def build_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
     return BACKBONES[name](in_channels, image_size)
 
 
-__all__ = ["BACKBONES", "build_backbone", "ProjectionHead", "ExpertHead", "GatingHead"]
+__all__ = ["BACKBONES", "build_backbone", "ProjectionHead", "ExpertHead", "GatingHead", "running_stats_frozen"]
