@@ -112,5 +112,8 @@ def kl_categorical(log_q, log_p):
 
 def log_softmax_first(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """log softmax([pos, neg])[0] = pos - logaddexp(pos, logsumexp(neg)) over the last axis, for
-    ``pos`` ``[...]`` and ``neg`` ``[..., ν]``, without concatenating them."""
-    return pos - torch.logaddexp(pos, torch.logsumexp(neg, dim=-1))
+    ``pos`` ``[...]`` and ``neg`` ``[..., ν]``, without concatenating them. logsumexp(neg) is taken
+    as neg_0 - log_softmax(neg)_0: one fused kernel each way instead of logsumexp's separate passes
+    (max, subtract, exp, sum) over MiCE's ``[B, K, ν]`` queue logits. ``ν >= 1``."""
+    lse = neg[..., 0] - torch.log_softmax(neg, dim=-1)[..., 0]
+    return pos - torch.logaddexp(pos, lse)
