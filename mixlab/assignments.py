@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -20,12 +21,15 @@ from mixlab import io
 __all__ = ["write_csv", "ids_of", "input_spec", "apply", "load_trained", "load_matching", "predict"]
 
 
-def write_csv(path: str | Path, ids: tuple[str, list], post) -> Path:
-    """Write ``id, cluster, probability`` rows (``ids`` = (column name, values); ``post`` the
-    ``[N, K]`` posterior, tensor or array) atomically."""
+def write_csv(path: str | Path, ids: tuple[str, list], post=None, *, cluster=None, probability=None) -> Path:
+    """Write ``id, cluster, probability`` rows atomically: ``ids`` = (column name, values), then
+    either ``post`` (the ``[N, K]`` posterior: argmax and max) or ``cluster`` and ``probability``."""
     column, values = ids
-    prob, cluster = torch.as_tensor(post).float().max(1)
-    frame = pd.DataFrame({column: values, "cluster": cluster.numpy(), "probability": prob.numpy().round(6)})
+    if post is not None:
+        prob, top = torch.as_tensor(post).float().max(1)
+        cluster, probability = top.numpy(), prob.numpy()
+    frame = pd.DataFrame({column: values, "cluster": np.asarray(cluster),
+                          "probability": np.asarray(probability, dtype=np.float64).round(6)})
     io.write_text(path, frame.to_csv(index=False))
     return Path(path)
 

@@ -9,8 +9,12 @@ clusters i, j whose standardised centroid distance is small,
 the other methods :func:`merge_on_embeddings` applies the same rule after training, on the learned
 embeddings: mu_k = the normalised mean resultant of the unit embeddings assigned to cluster k, one
 round of Eq. 11 (closest-first disjoint pairs, size-weighted), repeated until a round merges
-nothing or K reaches ``min_clusters``. Clusters are only ever grouped, so the posterior of a
-merged cluster is the sum of its members' posteriors (:func:`group_posterior`).
+nothing, K reaches ``min_clusters`` or ``max_rounds`` rounds are done. Clusters are only ever
+grouped: an image's merged cluster is the group of its own cluster, and its probability the sum of
+its posterior over the group's members (:func:`group_assignments`). Run to convergence, Eq. 11
+stops only where no standardised distance is below zeta, which for zeta = -1.2 is typically a
+handful of clusters (with three clusters no z-score can reach -1.2); SiamMM itself merges once per
+epoch, so its K depends on the number of epochs too.
 
 K0 and zeta are SiamMM's own profile values (its ``n_clusters`` and ``zeta``), so every method
 starts from the same K0 and merges by the same threshold (:func:`settings`).
@@ -21,7 +25,7 @@ import numpy as np
 
 from mixlab.mixture.merge import merge_clusters
 
-__all__ = ["settings", "overrides", "merge_on_embeddings", "group_posterior", "siammm_trajectory"]
+__all__ = ["settings", "overrides", "merge_on_embeddings", "group_assignments", "siammm_trajectory"]
 
 
 def settings(profile: str) -> dict:
@@ -82,15 +86,16 @@ def merge_on_embeddings(embedding, labels, zeta: float, *, min_clusters: int = 2
     return old_to_new, trajectory
 
 
-def group_posterior(posterior, old_to_new) -> np.ndarray:
-    """q(g | x) = sum of q(k | x) over the original clusters k grouped into g; ``[N, G]``."""
+def group_assignments(posterior, old_to_new) -> tuple[np.ndarray, np.ndarray]:
+    """``(cluster, probability)`` after grouping: cluster g = old_to_new[argmax_k q(k | x)] and
+    probability = sum of q(k | x) over the original clusters k of g. (Not argmax_g of the grouped
+    posterior: with flat posteriors that sum favours the largest group for every image.)"""
     post = np.asarray(posterior, dtype=np.float64)
-    mapping = np.asarray(old_to_new)
-    G = int(mapping.max()) + 1
-    out = np.zeros((len(post), G))
-    for k in np.flatnonzero(mapping >= 0):
-        out[:, mapping[k]] += post[:, k]
-    return out
+    mapping = np.full(post.shape[1], -1, dtype=np.int64)  # clusters above the largest label are empty
+    mapping[:len(old_to_new)] = np.asarray(old_to_new)[:post.shape[1]]
+    cluster = mapping[post.argmax(1)]
+    member = mapping[None, :] == cluster[:, None]
+    return cluster, (post * member).sum(1)
 
 
 def siammm_trajectory(log: list[dict], k0: int) -> list[int]:

@@ -34,11 +34,12 @@
 
 # %% tags=["parameters"]
 profile = "smoke"
-images = None                 # your folder; None = a generated example folder (see `example`)
+images = None                 # your folder; None = a generated example folder, see example below
 example = "shapes"            # "shapes" or "fashion-mnist": what to generate when images is None
 example_size = 16             # shapes: images per shape; fashion-mnist: images in all
 method = "mice"               # mice, moco, siammm, nmm or tcc
 n_clusters = None             # K, or None: start from K0 and merge (SiamMM Eq. 11)
+merge_rounds = None           # other methods with n_clusters None: at most this many Eq. 11 rounds; None = until none merges
 seed = 0
 settings = {}                 # extra overrides, e.g. {"train": {"batch_size": 64}, "method": {"queue_size": 512}}
 retrain = False               # train again even if a finished run with the same settings exists
@@ -98,14 +99,16 @@ if n_clusters is None and method == "siammm":
     how = "SiamMM, Eq. 11 after every epoch"
 elif n_clusters is None:
     old_to_new, merged = choose_k.merge_on_embeddings(embedding, posterior.argmax(1), k_rule["zeta"],
-                                                      min_clusters=k_rule["min_clusters"])
-    posterior = choose_k.group_posterior(posterior, old_to_new)
+                                                      min_clusters=k_rule["min_clusters"],
+                                                      max_rounds=merge_rounds or 100)
+    cluster, prob = choose_k.group_assignments(posterior, old_to_new)
     trajectory = [k_rule["k0"]] + merged  # K0, the clusters training left non-empty, then each merge round
     how = f"non-empty after training, then Eq. 11 on the learned embeddings, zeta={k_rule['zeta']}"
 else:
     trajectory, how = [n_clusters], "given"
-cluster = posterior.argmax(1)
-sizes = metrics.cluster_sizes(cluster, posterior.shape[1])
+if method == "siammm" or n_clusters is not None:
+    cluster, prob = posterior.argmax(1), posterior.max(1)
+sizes = metrics.cluster_sizes(cluster)
 print(f"K: {' -> '.join(map(str, trajectory))} ({how}); non-empty clusters: {int((sizes > 0).sum())}")
 if len(trajectory) > 1:
     fig, ax = plt.subplots(figsize=(4, 3))
@@ -118,7 +121,6 @@ if len(trajectory) > 1:
 
 # %%
 order = [int(k) for k in np.argsort(-sizes) if sizes[k] > 0][:grid_clusters]
-prob = posterior.max(1)
 fig, axes = plt.subplots(len(order), 1, figsize=(grid_per_cluster, 1.5 * len(order)), squeeze=False)
 for ax, k in zip(axes[:, 0], order):
     members = np.flatnonzero(cluster == k)
@@ -149,7 +151,8 @@ viz.savefig(fig, f"{EXP}_{method}_map", figures_dir, profile=profile, images=ima
 
 # %%
 out = Path(results_dir) / EXP
-csv = assignments.write_csv(out / f"{method}_assignments.csv", assignments.ids_of(data), posterior)
+csv = assignments.write_csv(out / f"{method}_assignments.csv", assignments.ids_of(data), cluster=cluster,
+                            probability=prob)
 summary = {"images": images, "method": method, "n_images": len(data), "K": int((sizes > 0).sum()),
            "k_trajectory": trajectory, "cluster_sizes": sizes.tolist(),
            "max_cluster_frac": float(sizes.max() / len(cluster)), "objective": run.get("objective"),
