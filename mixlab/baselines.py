@@ -124,7 +124,8 @@ def settings_of(train_cfg) -> Settings:
 
 def beside(table, train_cfg, seeds=(0,), *, runs_dir: str | Path = "runs", names=NAMES):
     """``table`` (from :func:`mixlab.experiments.summarize`) with the baselines' rows appended,
-    on the same images as ``train_cfg``; columns the baselines lack are left empty."""
+    on the same images as ``train_cfg``; metrics the baselines lack are NaN (shown as "–"), other
+    columns they lack are empty."""
     import pandas as pd
 
     from mixlab.experiments import summarize
@@ -132,6 +133,6 @@ def beside(table, train_cfg, seeds=(0,), *, runs_dir: str | Path = "runs", names
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     base = summarize(rows(settings_of(train_cfg), seeds, runs_dir=runs_dir, names=names), metrics=metrics)
     merged = pd.concat([table, base])
-    extra = [c for c in table.columns if c not in base.columns]
+    extra = [c for c in table.columns if c not in base.columns and not c.endswith(("_mean", "_std"))]
     merged[extra] = merged[extra].astype(object).where(merged[extra].notna(), "")
     return merged

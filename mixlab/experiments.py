@@ -55,12 +55,17 @@ def summarize(rows: list[dict], by: str = "name", metrics=METRICS):
     return agg.fillna(0.0)
 
 
+def _cell(mean: float, std: float) -> str:
+    """``mean ± std`` in percent; "–" where the row has no value (a baseline without a probe)."""
+    return "–" if mean != mean else f"{100 * mean:.1f} ± {100 * std:.1f}"  # NaN != NaN
+
+
 def format_table(table, metrics=("acc", "nmi", "ari"), extra: tuple[str, ...] = ()) -> str:
     """Markdown table with ``mean ± std`` cells (percent), then any ``extra`` columns as they are."""
     head = "| run | " + " | ".join(m.upper() for m in metrics) + " | seeds | s/run |" + "".join(f" {e} |" for e in extra)
     lines = [head, "|" + "---|" * (len(metrics) + 3 + len(extra))]
     for name, row in table.iterrows():
-        cells = [f"{100 * row[f'{m}_mean']:.1f} ± {100 * row[f'{m}_std']:.1f}" for m in metrics]
+        cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(row['seeds'])} | {row['wall_time_s']} |"
                      + "".join(f" {row[e]} |" for e in extra))
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ seeds = [0]
 runs_dir = "runs"
 results_dir = "results"
 figures_dir = "figures"
+baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 n_tsne = 1000          # images embedded by t-SNE (Fig. 7)
 n_show = 5             # clusters shown in Fig. 8
 synth_steps = 200      # gradient-ascent steps per synthesized input (Fig. 8)
@@ -49,6 +50,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mixlab import baselines as first_try
 from mixlab import config, engine, experiments, viz
 from mixlab.data import load
 from mixlab.evaluation import extract, load_run
@@ -75,6 +77,7 @@ for name, method_over in VARIANTS.items():
                                     overrides={"method": method_over}, runs_dir=runs_dir, results_dir=results_dir))
 table = experiments.summarize(rows)
 cfg0 = config.resolve("nmm", profile)
+table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"NMM on {cfg0.train.dataset} (subset {cfg0.train.subset}), backbone "
                              f"{cfg0.train.backbone}, Sobel input, {cfg0.train.epochs} epochs, batch "

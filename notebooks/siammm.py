@@ -46,6 +46,7 @@ seeds = [0]
 runs_dir = "runs"
 results_dir = "results"
 figures_dir = "figures"
+baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 merge_k0 = [30, 300]         # extra initial K for the merging curves (seed 0 only)
 grid_clusters = 6            # clusters shown in the image grid (the largest ones)
 grid_per_cluster = 12        # images per cluster
@@ -58,6 +59,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mixlab import baselines as first_try
 from mixlab import config, evaluation, experiments, io, metrics, viz
 from mixlab.data import load as load_dataset
 
@@ -92,6 +94,7 @@ for seed in seeds:
     rows.append({**r, "K_final": log[-1]["K"], "majority_acc": metrics.majority_acc(labels, pred), **rep})
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "majority_acc", "linear_probe_acc",
                                              "knn_acc", "K_final"))
+table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
                              f"{cfg.train.augment}, {cfg.train.epochs} epochs, K0={cfg.params.n_clusters}, "

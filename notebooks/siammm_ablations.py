@@ -44,6 +44,7 @@ seeds = [0]
 runs_dir = "runs"
 results_dir = "results"
 figures_dir = "figures"
+baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 base_overrides = {}          # applied to every row (e.g. a shorter schedule for the cpu profile)
 
 # %%
@@ -51,6 +52,7 @@ import time
 
 import matplotlib.pyplot as plt
 
+from mixlab import baselines as first_try
 from mixlab import config, evaluation, experiments, viz
 
 t0 = time.time()
@@ -110,6 +112,7 @@ def direction(name):
 
 
 table["direction (ours)"] = [direction(n) for n in table.index]
+table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
                              f"{cfg.train.epochs} epochs, K0={cfg.params.n_clusters}, zeta={cfg.params.zeta}; "

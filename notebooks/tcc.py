@@ -56,6 +56,7 @@ seeds = [0]
 runs_dir = "runs"
 results_dir = "results"
 figures_dir = "figures"
+baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 n_tsne = 1000          # snapshot points embedded by t-SNE per variant (seed seeds[0])
 
 # %%
@@ -65,6 +66,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mixlab import baselines as first_try
 from mixlab import config, experiments, io, metrics, stats, viz
 
 torch.set_num_threads(2)
@@ -94,6 +96,7 @@ for r in rows:  # how much the posterior says, label-free (a flat one is a colla
         r.update(metrics.assignment_confidence(z["posterior"].astype(np.float32)))
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "mean_max_q", "kl_to_uniform"))
 table["collapsed"] = [any(r["collapsed"] for r in rows if r["name"] == n) for n in table.index]
+table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"TCC variants on {cfg0.train.dataset} (subset {cfg0.train.subset}), backbone "
                              f"{cfg0.train.backbone}, augment {cfg0.train.augment}, {cfg0.train.epochs} epochs, "

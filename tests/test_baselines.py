@@ -58,11 +58,13 @@ def test_unknown_baseline_is_a_clear_error():
 def test_beside_appends_the_baselines_to_a_table(tmp_path):
     cfg = config.resolve("mice", "smoke", {"train": {"dataset": "digits", "subset": 600}})
     rows = [{"name": "MiCE", "seed": s, "acc": 0.5, "nmi": 0.4, "ari": 0.3, "ami": 0.4, "n_nonempty": 9,
-             "wall_time_s": 1.0} for s in (0, 1)]
-    table = experiments.summarize(rows, metrics=experiments.METRICS + ("n_nonempty",))
+             "linear_probe_acc": 0.7, "wall_time_s": 1.0} for s in (0, 1)]
+    table = experiments.summarize(rows, metrics=experiments.METRICS + ("n_nonempty", "linear_probe_acc"))
     table["note"] = ["reference"]
     out = baselines.beside(table, cfg.train, seeds=(0,), runs_dir=tmp_path, names=FAST)
     assert list(out.index) == ["MiCE", *FAST]
     assert out.loc["MiCE", "note"] == "reference" and out.loc[FAST[0], "note"] == ""
     assert out.loc[FAST[0], "n_nonempty_mean"] == 10 and out.loc[FAST[0], "acc_mean"] > 0.6
     assert isinstance(out, pd.DataFrame)
+    text = experiments.format_table(out, ("acc", "linear_probe_acc"))
+    assert "| MiCE | 50.0 ± 0.0 | 70.0 ± 0.0 |" in text and f"| {FAST[0]} | " in text and " | – | 1 |" in text
