@@ -76,7 +76,7 @@ def load_trained(run: str | Path, device: str = "cpu"):
         raise ValueError(f"{run}/metrics.json has no 'input' record (written by an older mixlab); retrain the run")
     augmenter, method = engine.make_model(cfg, spec["channels"], spec["image_size"], spec["n_samples"],
                                           engine.pick_device(device))
-    state = torch.load(run / "checkpoint.pt", map_location=device, weights_only=True)
+    state = engine.read_checkpoint(run / "checkpoint.pt", device)
     method.load_state_dict(state["method"])
     method.eval()
     return cfg, spec, augmenter, method

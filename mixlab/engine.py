@@ -25,7 +25,7 @@ from mixlab.config import RunConfig, TrainConfig
 from mixlab.data import load as load_dataset
 from mixlab.data.augment import make_augmenter
 from mixlab.methods import get_method
-from mixlab.methods.base import DataSpec, EpochContext, Method
+from mixlab.methods.base import DataSpec, EpochContext, Method, StepProgress, evaluating
 from mixlab.metrics import cluster_sizes, evaluate, silhouette_cosine
 from mixlab.provenance import provenance
 
@@ -192,7 +192,7 @@ class Trainer:
                 for k, v in out.items():
                     key = k if len(method.stages) == 1 else f"{stage}/{k}"
                     sums[key] = sums.get(key, 0.0) + v.detach().float()
-        method.after_step()
+        method.after_step(StepProgress(self.global_step, self.train_cfg.epochs * self.steps_per_epoch))
         for sched in self.schedulers.values():
             sched.step()
         self.global_step += 1
@@ -230,19 +230,20 @@ class Trainer:
 
     @torch.no_grad()
     def map_dataset(self, fn, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply ``fn`` to clean (un-augmented) batches of the dataset, in order, concatenated."""
+        """Apply ``fn`` to clean (un-augmented) batches of the dataset, in order, concatenated; the
+        method runs in eval mode under no_grad and gets its train/eval mode back afterwards."""
         s = self.s
         images = s.images if index is None else s.images[index.to(s.device)]
         outs = []
         b = self.train_cfg.eval_batch_size
-        for i in range(0, len(images), b):
-            with self.autocast():
-                outs.append(fn(s.augmenter.clean(images[i:i + b])).float())
+        with evaluating(s.method):
+            for i in range(0, len(images), b):
+                with self.autocast():
+                    outs.append(fn(s.augmenter.clean(images[i:i + b])).float())
         return torch.cat(outs)
 
     def evaluate(self) -> tuple[dict, torch.Tensor]:
         method = self.s.method
-        method.eval()
         post = self.map_dataset(method.predict).cpu()
         pred = post.argmax(1)
         metrics = {} if self.s.labels is None else evaluate(self.s.labels, pred)
@@ -251,7 +252,6 @@ class Trainer:
         metrics["max_cluster_frac"] = float(sizes.max() / len(pred))
         idx = self.fixed_subsample()  # label-free model-selection score, on the same points every epoch
         metrics["silhouette"] = silhouette_cosine(self.map_dataset(method.embed, idx).cpu(), pred[idx])
-        method.train()
         return metrics, post
 
     def fixed_subsample(self) -> torch.Tensor:
@@ -263,10 +263,8 @@ class Trainer:
     def snapshot(self, epoch: int) -> None:
         """Save embeddings and posteriors of a fixed subsample (for t-SNE / histograms)."""
         method, idx = self.s.method, self.fixed_subsample()
-        method.eval()
         emb = self.map_dataset(method.embed, idx).cpu().numpy()
         post = self.map_dataset(method.predict, idx).cpu().numpy()
-        method.train()
         buf = {"index": idx.numpy(), "embedding": emb, "posterior": post}
         if self.s.labels is not None:
             buf["labels"] = self.s.labels[idx].numpy()

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mixlab.methods.base import evaluating
+
 __all__ = ["linear_probe_acc", "knn_acc", "extract", "load_run", "representation_eval"]
 
 
@@ -88,14 +90,12 @@ def extract(method, images: torch.Tensor, augmenter, *, fn: str = "features", ba
     """``method.<fn>`` (``"features"``: backbone output; ``"embed"``; ``"predict"``) on clean
     batches of ``images`` in eval mode, as a float32 numpy array."""
     device = torch.device(device) if device is not None else next(method.parameters()).device
-    was_training = method.training
-    method.eval()
     f = getattr(method, fn)
     out = []
-    for i in range(0, len(images), batch_size):
-        x = augmenter.clean(images[i:i + batch_size].to(device))
-        out.append(f(x).float().cpu())
-    method.train(was_training)
+    with evaluating(method):
+        for i in range(0, len(images), batch_size):
+            x = augmenter.clean(images[i:i + batch_size].to(device))
+            out.append(f(x).float().cpu())
     return torch.cat(out).numpy()
 
 

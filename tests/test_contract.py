@@ -20,3 +20,15 @@ def test_every_profile_file_resolves(name):
     for profile in PROFILES:
         cfg = resolve(name, profile)
         assert cfg.profile == profile and cfg.method == name
+
+
+def test_momentum_teacher_follows_the_engine_step():
+    from mixlab.config import ConfigError
+    from mixlab.methods.base import StepProgress
+    from mixlab.methods.momentum import MomentumTeacher
+
+    constant, cosine = MomentumTeacher(0.99), MomentumTeacher(0.99, 1.0)
+    assert [constant.momentum(StepProgress(s, 10)) for s in (0, 5, 10)] == [0.99, 0.99, 0.99]
+    assert [round(cosine.momentum(StepProgress(s, 10)), 6) for s in (0, 5, 10, 12)] == [0.99, 0.995, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="teacher_momentum_final"):
+        resolve("siammm", "smoke", {"method": {"teacher_momentum_final": 0.5}})

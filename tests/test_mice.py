@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mixlab import engine
 from mixlab.config import ConfigError, resolve
-from mixlab.methods.base import DataSpec, EpochContext
+from mixlab.methods.base import DataSpec, EpochContext, StepProgress
 from mixlab.methods.mice import MiCE
 from mixlab.mixture.em import elbo, kl_categorical, log_marginal, log_softmax_first
 from mixlab.mixture.kmeans import spherical_kmeans
@@ -107,9 +107,10 @@ def test_method_loss_equals_infonce_under_a3_a4_a5():
                                                "class_level": False, "queue_size": 64}}).params
     m = MiCE(cfg, DataSpec(in_channels=1, image_size=28, n_samples=256, backbone="small-cnn"))
     x = [torch.rand(8, 1, 28, 28) for _ in range(3)]
+    queue = m.queue()  # the queue the step reads (it pushes its keys before returning)
     out = m.training_step(x, torch.arange(8), "main")
     f, v = m.student(x[0])[:, 0], m.teacher(x[1])[:, 0]
-    expected = -info_nce(f, v, m.queue.data[:, 0], cfg.tau).mean()
+    expected = -info_nce(f, v, queue[:, 0], cfg.tau).mean()
     torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -234,7 +235,7 @@ def train_steps(method_name, overrides, n_steps=30, batch=64, seed=0):
             out["loss"].backward()
             opt.step()
             losses.append(float(out["loss"].detach()))
-        method.after_step()
+        method.after_step(StepProgress(step, warm + n_steps))
     return losses
 
 
@@ -282,8 +283,8 @@ def test_mu_update_none_and_app_e_sgd_end_of_epoch():
     networks frozen, raises the ELBO on the clean data and keeps μ on the sphere."""
     torch.manual_seed(0)
     x = torch.rand(64, 1, 28, 28)
-    ctx = EpochContext(epoch=1, map_dataset=lambda fn: torch.cat([fn(x[:32]), fn(x[32:])]),
-                       all_reduce=lambda t: t, log=lambda s: None)
+    ctx = EpochContext(epoch=1, map_dataset=torch.no_grad()(lambda fn: torch.cat([fn(x[:32]), fn(x[32:])])),
+                       all_reduce=lambda t: t, log=lambda s: None)  # as the engine's: under no_grad
     m = MiCE(resolve("mice", "smoke", {"method": {"mu_update": "none"}}).params, _spec())
     before = m.mu.detach().clone()
     m.end_epoch(ctx)

@@ -33,7 +33,7 @@ class Toy(Method):
             loss = loss * float("nan")
         return {"loss": loss}
 
-    def after_step(self):
+    def after_step(self, progress):
         self.steps += 1
 
     def predict(self, x):

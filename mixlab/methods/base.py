@@ -6,12 +6,13 @@ One training step reads top to bottom::
     for stage in method.stages:                      # e.g. ("main",) or NMM's ("em", "consistency")
         out = method.training_step(views, idx, stage)  # {"loss": tensor, ...scalars to log}
         optimizers[stage]: zero_grad, backward, step
-    method.after_step()                              # EMA teacher, queue
+    method.after_step(progress)                      # EMA teacher (progress: StepProgress(step, total))
     ... at epoch end: method.end_epoch(ctx)          # analytical prototypes, vMF EM, merging
     method.predict(x) -> [B, K] posterior over clusters on clean images
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ClassVar
 
@@ -32,12 +33,27 @@ class DataSpec:
     backbone: str
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where training stands, handed by the engine to :meth:`Method.after_step`: ``step`` optimizer
+    steps were taken before this one (0-based global step), of ``total`` = epochs x steps per epoch."""
+
+    step: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        """t / T in [0, 1] (0 when there are no steps)."""
+        return min(self.step, self.total) / self.total if self.total else 0.0
+
+
 @dataclass
 class EpochContext:
     """Handed to ``Method.end_epoch``: the epoch number and access to the whole (clean) dataset."""
 
     epoch: int                                    # 1-based
-    map_dataset: Callable[[Callable], torch.Tensor]  # fn(batch_float) -> tensor, concatenated over all data
+    map_dataset: Callable[[Callable], torch.Tensor]  # fn(clean batch) -> tensor, concatenated over all data;
+    #                                               the method in eval mode under no_grad, its mode restored
     all_reduce: Callable[[torch.Tensor], torch.Tensor]  # sum over processes (identity on one)
     log: Callable[[str], None]
 
@@ -73,8 +89,8 @@ class Method(nn.Module):
         """The training step, as ``forward`` so DistributedDataParallel can wrap the method."""
         return self.training_step(views, idx, stage)
 
-    def after_step(self) -> None:
-        """Called once per step after all optimizer steps (EMA teacher, queue update)."""
+    def after_step(self, progress: StepProgress) -> None:
+        """Called once per step after all optimizer steps (EMA teacher); ``progress`` says which step."""
 
     def start_epoch(self, epoch: int) -> None:
         """Called before the first step of ``epoch`` (1-based)."""
@@ -95,6 +111,17 @@ class Method(nn.Module):
         """Frozen representation ``[B, D]`` for linear-probe / k-NN evaluation; default: ``embed``.
         Methods with a backbone return its output."""
         return self.embed(x)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """``module`` in eval mode inside the block; its previous train/eval mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def make_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:

@@ -61,7 +61,7 @@ from torch import nn
 
 from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
+from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture.em import kl_categorical
 from mixlab.mixture.mice import (analytical_mu, assignment_sums, gating_log_prior, hard_assignments,
                                  mice_objective)
@@ -80,6 +80,7 @@ class MiCEConfig:
     kappa: float = 1.0                 # gating temperature κ (paper 1.0)
     queue_size: int = 16384            # ν (paper: 16384; 12800 for STL-10); must be <= N
     teacher_momentum: float = 0.999    # m of the EMA teacher (App. D: 0.999, following MoCo)
+    teacher_momentum_final: float | None = None  # None: constant m; else m -> this by a half-cosine (MomentumTeacher)
     # ablations (Tab. 3 and App. C assumptions)
     uniform_prior: bool = False        # A3: p(z|x) = 1/K (row (1))
     shared_expert_layer: bool = False  # A4: one output layer shared by the K experts (row (2))
@@ -106,8 +107,7 @@ class MiCEConfig:
                      "mu_sgd_max_passes", "mu_sgd_batch_size"):
             check_positive(f"method.{name}", getattr(self, name))
         check_positive("method.mu_sgd_tol", self.mu_sgd_tol, allow_zero=True)
-        if not 0.0 <= self.teacher_momentum < 1.0:
-            raise ConfigError(f"method.teacher_momentum={self.teacher_momentum!r} must be in [0, 1)")
+        check_teacher_momentum(self)
         needs_mmd = self.omega_init == "mmd" or self.mu_init == "mmd"
         if needs_mmd and self.n_clusters > self.embed_dim + 1:
             raise ConfigError(f"method.embed_dim={self.embed_dim} is too small for {self.n_clusters} MMD"
@@ -141,6 +141,7 @@ class MiCE(Method):
         self.student = _Student(backbone, ExpertHead(backbone.out_dim, K, d, shared=cfg.shared_expert_layer))
         self.gating_head = GatingHead(backbone.out_dim, d)
         self.teacher = make_teacher(self.student)
+        self.ema = MomentumTeacher(cfg.teacher_momentum, cfg.teacher_momentum_final)
         # gating prototypes ω (Eq. 4): fixed MMD centers (App. B) unless ablated
         if cfg.omega_init == "mmd":
             omega = mmd_centers(K, d, seed=0)
@@ -159,18 +160,17 @@ class MiCE(Method):
         # Eq. 13 statistics accumulated over the current epoch
         self.register_buffer("mu_sum", torch.zeros(K, d))
         self.register_buffer("mu_count", torch.zeros(K))
-        self._keys: torch.Tensor | None = None
 
     # ---- networks ---------------------------------------------------------------------------
     def gating(self, x: torch.Tensor) -> torch.Tensor:
         """g_ψ(x): shared backbone + gating output layer, ``[B, d]`` (unnormalized)."""
         return self.gating_head(self.student.backbone(x))
 
-    def _objective(self, f, v, g) -> dict:
+    def _objective(self, f, v, g, queue: torch.Tensor) -> dict:
         cfg = self.cfg
         with full_precision(f):
             return mice_objective(f.float(), v.float(), g.float(), self.mu.float(), self.omega.float(),
-                                  self.queue.data.float(), tau=cfg.tau, kappa=cfg.kappa,
+                                  queue.float(), tau=cfg.tau, kappa=cfg.kappa,
                                   uniform_prior=cfg.uniform_prior, class_level=cfg.class_level)
 
     # ---- training ---------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class MiCE(Method):
         with torch.no_grad():
             v = F.normalize(shuffled_forward(self.teacher, x_v).float(), dim=-1)  # [B, K, d], no gradient (Alg. 1)
         g = self.gating(x_g)                         # [B, d]
-        out = self._objective(f, v, g)
+        out = self._objective(f, v, g, self.queue())
         loss = -out["elbo"].mean()                   # -ELBO (Eq. 11-12), per-sample average
         with torch.no_grad():
             log_q = out["log_q"].detach()
@@ -193,15 +193,11 @@ class MiCE(Method):
             self.mu_count += counts
             kl = kl_categorical(log_q, out["log_prior"].detach()).mean()
             q_max = log_q.max(-1).values.exp().mean()
-        self._keys = v
+        self.queue.push(v)  # enqueue the batch, dequeue the oldest (Alg. 1); the loss read a copy
         return {"loss": loss, "kl_q_prior": kl, "q_max": q_max}
 
-    @torch.no_grad()
-    def after_step(self) -> None:
-        ema_update_(self.teacher, self.student, self.cfg.teacher_momentum)
-        if self._keys is not None:
-            self.queue.push(self._keys)   # enqueue the batch, dequeue the oldest (Alg. 1)
-            self._keys = None
+    def after_step(self, progress) -> None:
+        self.ema.update_(self.teacher, self.student, progress)
 
     def end_epoch(self, ctx: EpochContext) -> dict:
         cfg = self.cfg
@@ -227,10 +223,7 @@ class MiCE(Method):
     def _mu_sgd(self, ctx: EpochContext) -> dict:
         """App. E: gradient ascent on the ELBO in μ alone, networks frozen, on the clean images."""
         cfg, K, d = self.cfg, self.cfg.n_clusters, self.cfg.embed_dim
-        was_training = self.training
-        self.eval()
 
-        @torch.no_grad()
         def features(x):
             h = self.student.backbone(x)
             f = self.student.experts(h).flatten(1)
@@ -238,8 +231,7 @@ class MiCE(Method):
             g = self.gating_head(h)
             return torch.cat([f.float(), v.float(), g.float()], dim=1)
 
-        feats = ctx.map_dataset(features).detach()
-        self.train(was_training)
+        feats = ctx.map_dataset(features)
         f_all, v_all, g_all = feats.split([K * d, K * d, d], dim=1)
         f_all, v_all = f_all.reshape(-1, K, d), v_all.reshape(-1, K, d)
         mu = self.mu.detach().float().clone().requires_grad_(True)
@@ -273,7 +265,7 @@ class MiCE(Method):
     def posterior(self, x: torch.Tensor) -> dict:
         """The E-step on clean images (x_f = x_v = x_g = x): dict of Eq. 4/9/10/11 tensors."""
         h = self.student.backbone(x)                 # one backbone pass serves f and g
-        return self._objective(self.student.experts(h), self.teacher(x), self.gating_head(h))
+        return self._objective(self.student.experts(h), self.teacher(x), self.gating_head(h), self.queue.data)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

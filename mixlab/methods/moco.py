@@ -30,7 +30,7 @@ from torch import nn
 
 from mixlab.checks import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
+from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.mice import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
@@ -46,6 +46,7 @@ class MoCoConfig:
     tau: float = 1.0                   # InfoNCE temperature (MiCE's τ = 1.0, shared by its baseline)
     queue_size: int = 16384            # ν, must be <= N
     teacher_momentum: float = 0.999    # m
+    teacher_momentum_final: float | None = None  # None: constant m; else m -> this by a half-cosine (MomentumTeacher)
     head_layers: int = 1               # 1 = linear output layer (as MiCE); 2 = MoCo v2 MLP head
     kmeans_iters: int = 50             # Lloyd iterations of spherical k-means
     kmeans_redo: int = 5               # k-means restarts (faiss nredo), the best k-means objective kept
@@ -58,8 +59,7 @@ class MoCoConfig:
             check_positive(f"method.{name}", getattr(self, name))
         check_positive("method.kmeans_iters", self.kmeans_iters, allow_zero=True)
         check_positive("method.soft_temperature", self.soft_temperature, allow_zero=True)
-        if not 0.0 <= self.teacher_momentum < 1.0:
-            raise ConfigError(f"method.teacher_momentum={self.teacher_momentum!r} must be in [0, 1)")
+        check_teacher_momentum(self)
 
 
 class MoCo(Method):
@@ -77,10 +77,10 @@ class MoCo(Method):
         head = ProjectionHead(backbone.out_dim, backbone.out_dim, cfg.embed_dim, n_layers=cfg.head_layers)
         self.student = nn.Sequential(backbone, head)
         self.teacher = make_teacher(self.student)
+        self.ema = MomentumTeacher(cfg.teacher_momentum, cfg.teacher_momentum_final)
         self.queue = Queue(cfg.queue_size, (cfg.embed_dim,))
         self.register_buffer("centroids", torch.zeros(cfg.n_clusters, cfg.embed_dim))
         self.register_buffer("has_centroids", torch.zeros((), dtype=torch.bool))
-        self._keys: torch.Tensor | None = None
 
     def training_step(self, views, idx, stage) -> dict:
         x_q, x_k = views
@@ -88,24 +88,17 @@ class MoCo(Method):
         with torch.no_grad():
             v = F.normalize(shuffled_forward(self.teacher, x_k).float(), dim=-1)  # shuffle-BN under DDP
         with full_precision(f):
-            log_p = info_nce(f.float(), v, self.queue.data.float(), self.cfg.tau)  # Eq. (2)
-        self._keys = v
+            log_p = info_nce(f.float(), v, self.queue(), self.cfg.tau)  # Eq. (2)
+        self.queue.push(v)  # the loss read a copy of the queue
         return {"loss": -log_p.mean()}
 
-    @torch.no_grad()
-    def after_step(self) -> None:
-        ema_update_(self.teacher, self.student, self.cfg.teacher_momentum)
-        if self._keys is not None:
-            self.queue.push(self._keys)
-            self._keys = None
+    def after_step(self, progress) -> None:
+        self.ema.update_(self.teacher, self.student, progress)
 
     @torch.no_grad()
     def end_epoch(self, ctx: EpochContext) -> dict:
         """Stage 2: spherical k-means on the clean teacher embeddings of the whole dataset."""
-        was_training = self.training
-        self.eval()
         emb = ctx.map_dataset(self.embed)
-        self.train(was_training)
         centroids, labels = spherical_kmeans(emb.cpu(), self.cfg.n_clusters, iters=self.cfg.kmeans_iters,
                                              seed=self.cfg.kmeans_seed + ctx.epoch, nredo=self.cfg.kmeans_redo)
         self.centroids.copy_(centroids.to(self.centroids))

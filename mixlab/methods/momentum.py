@@ -1,7 +1,10 @@
-"""The two pieces of momentum contrast that MiCE and MoCo share: an EMA teacher and a FIFO queue.
+"""The pieces of momentum contrast that MiCE, MoCo, SiamMM and TCC share: an EMA teacher and a FIFO queue.
 
 * :func:`make_teacher` / :func:`ema_update_`: the teacher network f_θ' is an exponential moving
   average of the student f_θ, θ' <- m θ' + (1 - m) θ (MoCo; MiCE App. D, m = 0.999).
+* :class:`MomentumTeacher`: the momentum m per step, constant or raised from a base to a final
+  value by a half-cosine over training (BYOL / MoCo v3), driven by the engine's step count;
+  :func:`check_teacher_momentum` validates the two config fields every such method has.
 * :func:`shuffled_forward`: MoCo's shuffle-BN, so that under DDP the teacher's BatchNorm cannot
   read which keys belong to this rank's queries (one process: a plain forward).
 * :class:`Queue`: a FIFO dictionary of past teacher embeddings q (MoCo Eq. 2: ν × d; MiCE §5.2,
@@ -10,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Sequence
 
 import torch
@@ -17,8 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mixlab import distributed as dist
+from mixlab.checks import ConfigError
+from mixlab.methods.base import StepProgress
 
-__all__ = ["make_teacher", "ema_update_", "shuffled_forward", "Queue"]
+__all__ = ["make_teacher", "ema_update_", "MomentumTeacher", "check_teacher_momentum", "shuffled_forward", "Queue"]
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -48,6 +54,33 @@ def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
     else:  # pragma: no cover - mixed dtypes/devices
         for t, s in zip(t_params, s_params):
             t.lerp_(s.to(t), 1.0 - m)
+
+
+class MomentumTeacher:
+    """The EMA schedule of a teacher: m_t = final - (final - base) (cos(π t / T) + 1) / 2 at step t of T
+    (BYOL Eq. in §3.2, MoCo v3: base 0.99 -> final 1), or m_t = base when ``final`` is None."""
+
+    def __init__(self, base: float, final: float | None = None):
+        self.base, self.final = base, final
+
+    def momentum(self, progress: StepProgress) -> float:
+        if self.final is None:
+            return self.base
+        return self.final - (self.final - self.base) * (math.cos(math.pi * progress.fraction) + 1.0) / 2.0
+
+    def update_(self, teacher: nn.Module, student: nn.Module, progress: StepProgress) -> None:
+        """θ' <- m_t θ' + (1 - m_t) θ (:func:`ema_update_`)."""
+        ema_update_(teacher, student, self.momentum(progress))
+
+
+def check_teacher_momentum(cfg) -> None:
+    """``cfg.teacher_momentum`` in [0, 1) and ``cfg.teacher_momentum_final`` None or in [base, 1]."""
+    base, final = cfg.teacher_momentum, cfg.teacher_momentum_final
+    if not 0.0 <= base < 1.0:
+        raise ConfigError(f"method.teacher_momentum={base!r} must be in [0, 1)")
+    if final is not None and not base <= final <= 1.0:
+        raise ConfigError(f"method.teacher_momentum_final={final!r} must be in [teacher_momentum={base}, 1]"
+                          " (or null for a constant momentum)")
 
 
 @torch.no_grad()
@@ -119,5 +152,7 @@ class Queue(nn.Module):
         self.data[idx] = items[skip:]
         self.ptr.fill_((ptr + total) % self.size)
 
-    def forward(self) -> torch.Tensor:  # the current contents, detached
-        return self.data.detach()
+    def forward(self) -> torch.Tensor:
+        """A copy of the current contents: a loss may read it and the same ``training_step`` push
+        the new keys (in place) before the backward pass."""
+        return self.data.detach().clone()

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from mixlab.checks import ConfigError, check_choice, check_positive
-from mixlab.methods.base import DataSpec, Method
+from mixlab.methods.base import DataSpec, Method, evaluating
 from mixlab.mixture.nmm import (
     consistency_loss,
     density,
@@ -275,10 +275,8 @@ def points_overrides(dataset: str = "blobs2d", *, normalize: bool = True, epochs
 def topk_images(method: NMM, inputs: Tensor, k: int = 10, batch_size: int = 1024) -> Tensor:
     """Fig. 8: indices ``[K, k]`` of the k inputs with the highest relevance a_ij per cluster
     (eval mode; ``inputs`` already preprocessed, e.g. ``augmenter.clean(images)``)."""
-    was = method.training
-    method.eval()
-    scores = torch.cat([method.relevance(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-    method.train(was)
+    with evaluating(method):
+        scores = torch.cat([method.relevance(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
     return topk_by_relevance(scores, k)
 
 
@@ -287,15 +285,13 @@ def synthesize_cluster_input(method: NMM, cluster: int, preprocess, shape, **kw)
     "before the activation" by gradient ascent (:func:`mixlab.mixture.nmm.synthesize_input`);
     ``preprocess`` maps it to the network input (``augmenter.clean``: Sobel for NMM). Eval mode,
     parameters untouched."""
-    was = method.training
-    method.eval()
     req = [p.requires_grad for p in method.parameters()]
     method.requires_grad_(False)
     device = next(method.parameters()).device
     try:
-        return synthesize_input(lambda img: method.relevance(preprocess(img))[:, cluster], shape,
-                                device=device, **kw)
+        with evaluating(method):
+            return synthesize_input(lambda img: method.relevance(preprocess(img))[:, cluster], shape,
+                                    device=device, **kw)
     finally:
         for p, r in zip(method.parameters(), req):
             p.requires_grad_(r)
-        method.train(was)

@@ -43,7 +43,6 @@ K changes during training (merging); the centroid buffers change shape with it a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +52,7 @@ from torch import nn
 from mixlab import distributed as dist
 from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
-from mixlab.methods.momentum import ema_update_, make_teacher
+from mixlab.methods.momentum import MomentumTeacher, check_teacher_momentum, make_teacher
 from mixlab.mixture.kmeans import assign_nearest, spherical_kmeans
 from mixlab.mixture.merge import distance_threshold, merge_clusters
 from mixlab.mixture.siammm import (
@@ -142,7 +141,7 @@ class SiamMMConfig:
     pred_hidden: int = 4096
     pred_layers: int = 2
     teacher_momentum: float = 0.99    # momentum encoder (MoCo v3: 0.99 -> 1 by cosine; paper: unspecified)
-    teacher_cosine: bool = True       # increase the momentum to 1 with a half-cosine over training
+    teacher_momentum_final: float | None = 1.0  # m -> 1 by a half-cosine over training; None = constant
     lars: bool = False                # LARS optimizer (paper: LARS, trust coefficient 0.001, MoCo v3's
                                       # variant: no weight decay/adaptation for biases and BN)
 
@@ -166,8 +165,7 @@ class SiamMMConfig:
         if self.cluster_start_epoch < 2:
             raise ConfigError(f"method.cluster_start_epoch={self.cluster_start_epoch} must be >= 2: the first"
                               " centroids are computed at the end of epoch 1")
-        if not 0.0 <= self.teacher_momentum < 1.0:
-            raise ConfigError(f"method.teacher_momentum={self.teacher_momentum} must be in [0, 1)")
+        check_teacher_momentum(self)
         if self.inst_loss == "none" and self.cluster_loss == "none":
             raise ConfigError("method.inst_loss and method.cluster_loss are both 'none': nothing to train")
 
@@ -199,10 +197,9 @@ class SiamMM(Method):
         self.register_buffer("kappa", torch.zeros(0))                # [K] concentrations (Eq. 7 / 16)
         self.register_buffer("log_frac", torch.zeros(0))             # [K] log cluster fractions (mixing weights)
         self.register_buffer("assign", torch.zeros(N, 0, dtype=torch.long))  # [N, H] the H nearest, best first
-        self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("merge_dist", torch.tensor(float("nan"), dtype=torch.float64))  # "first" rule
         self.register_buffer("epoch_now", torch.zeros((), dtype=torch.long))
-        self._total_steps = 0  # set by configure_optimizers (cosine momentum schedule)
+        self.ema = MomentumTeacher(cfg.teacher_momentum, cfg.teacher_momentum_final)
 
     # ---- bookkeeping ----------------------------------------------------------------------------
     @property
@@ -231,11 +228,6 @@ class SiamMM(Method):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def configure_optimizers(self, train):
-        per_rank = self.spec.n_samples // dist.world_size()
-        steps = max(1, per_rank // train.batch_size)
-        if train.max_steps_per_epoch:
-            steps = min(steps, train.max_steps_per_epoch)
-        self._total_steps = steps * train.epochs
         params = self.optimizer_groups()["main"]
         if self.cfg.lars:
             return {"main": LARS(params, lr=train.lr, weight_decay=train.weight_decay, momentum=train.momentum)}
@@ -302,14 +294,9 @@ class SiamMM(Method):
         return cluster_loss(v, mu, kappa, log_pi, log_c).mean()  # Eq. 9
 
     @torch.no_grad()
-    def after_step(self) -> None:
-        """Momentum update of E_m (Eq. 1's momentum encoder), m -> 1 by a half-cosine if teacher_cosine."""
-        m = self.cfg.teacher_momentum
-        if self.cfg.teacher_cosine and self._total_steps:
-            t = min(int(self.ema_step), self._total_steps) / self._total_steps
-            m = 1.0 - (1.0 - m) * (math.cos(math.pi * t) + 1.0) / 2.0
-        ema_update_(self.encoder_m, self.encoder, m)
-        self.ema_step += 1
+    def after_step(self, progress) -> None:
+        """Momentum update of E_m (Eq. 1's momentum encoder) on the engine's step count."""
+        self.ema.update_(self.encoder_m, self.encoder, progress)
 
     # ---- end of epoch: Merge (epoch e), then E- and M-step (for epoch e + 1) ----------------------
     def _cluster_embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,10 +310,7 @@ class SiamMM(Method):
     def end_epoch(self, ctx: EpochContext) -> dict:
         logs: dict = {}
         if dist.is_main():  # faiss k-means is not bit-reproducible across processes: rank 0 embeds
-            was_training = self.training  # and fits, every rank takes its mixture (same K everywhere)
-            self.eval()
-            z = ctx.map_dataset(self._cluster_embed).cpu()   # [N, d] clean, normalised embeddings
-            self.train(was_training)
+            z = ctx.map_dataset(self._cluster_embed).cpu()   # and fits, every rank takes its mixture (same K)
             logs = self._fit_mixture(z, ctx.epoch)
         if dist.is_distributed():
             for k, v in dist.broadcast_tensors({k: self._buffers[k] for k in self._DYNAMIC}).items():

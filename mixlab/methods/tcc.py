@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher, shuffled_forward
+from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture import mmd_centers
 from mixlab.mixture import tcc as M
 from mixlab.nets import ProjectionHead, build_backbone
@@ -96,6 +96,7 @@ class TCC(Method):
         #                                 for 1000+ epochs, short runs need a sharper one)
         queue_size: int = 4096          # single-track queue of past keys (mixlab's choice)
         teacher_momentum: float = 0.99  # EMA of the key encoder (mixlab's choice; MoCo/MiCE 0.999 for long runs)
+        teacher_momentum_final: float | None = None  # None: constant; else m -> this by a half-cosine
         symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
         kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
         instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
@@ -117,8 +118,7 @@ class TCC(Method):
             for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
                          "point_jitter"):
                 check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
-            if not 0 <= self.teacher_momentum < 1:
-                raise ConfigError(f"method.teacher_momentum={self.teacher_momentum} must be in [0, 1)")
+            check_teacher_momentum(self)
             check_choice("method.prototype_init", self.prototype_init, ("mmd", "random"))
             check_choice("method.cluster_repr", self.cluster_repr, ("tcc", "cc"))
             check_choice("method.cluster_target", self.cluster_target, ("online", "momentum"))
@@ -146,6 +146,7 @@ class TCC(Method):
         super().__init__(cfg, spec)
         self.student = _Net(cfg, spec)
         self.teacher = make_teacher(self.student)
+        self.ema = MomentumTeacher(cfg.teacher_momentum, cfg.teacher_momentum_final)
         self.queue = Queue(cfg.queue_size, (cfg.embed_dim,))
         self._counts: Tensor | None = None  # argmax-q counts of the epoch's training views (balance log)
 
@@ -198,7 +199,7 @@ class TCC(Method):
             loss_clu = M.cluster_contrastive_loss(r1, r2, cfg.cluster_temperature)
             ent = M.marginal_entropy(torch.cat([log_q1, log_q2]))
             loss = cfg.instance_weight * loss_inst + cfg.cluster_weight * loss_clu - cfg.entropy_weight * ent
-        self._pending_keys = torch.cat([k2, k1]) if symmetric else k2
+        self.queue.push(torch.cat([k2, k1]) if symmetric else k2)  # the losses read a copy of the queue
         with torch.no_grad():
             counts = torch.bincount(log_q1.argmax(1), minlength=K).float()
             self._counts = counts if self._counts is None else self._counts + counts
@@ -206,12 +207,8 @@ class TCC(Method):
                 "loss_instance": loss_inst.detach(), "loss_cluster": loss_clu.detach(),
                 "marginal_entropy": ent.detach()}
 
-    def after_step(self) -> None:
-        ema_update_(self.teacher, self.student, self.cfg.teacher_momentum)
-        keys = getattr(self, "_pending_keys", None)
-        if keys is not None:
-            self.queue.push(keys)
-            self._pending_keys = None
+    def after_step(self, progress) -> None:
+        self.ema.update_(self.teacher, self.student, progress)
 
     def start_epoch(self, epoch: int) -> None:
         self._counts = None
