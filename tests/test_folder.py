@@ -168,7 +168,7 @@ def test_corrupt_file_named_or_skipped(labelled, tmp_path, capsys, cache, one_th
 def test_too_few_images_for_batch_or_queue(flat, tmp_path, capsys):
     base = ["train", "--method", "moco", "--dataset", f"folder:{flat}", "--profile", "smoke", "--out", tmp_path / "r"]
     one_line_error([*base, "--set", "queue_size=16"], capsys, "batch_size=128", "lower it")
-    one_line_error([*base, "--set", "batch_size=8"], capsys, "queue_size=256", "lower queue_size")
+    one_line_error([*base, "--set", "batch_size=8"], capsys, "method.queue_size=", "lower queue_size")
     assert not (tmp_path / "r").exists()
 
 
