@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two-process torchrun runs: `pytest -m "not slow"` skips them
+
 
 def _torchrun(args, tmp_path, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}

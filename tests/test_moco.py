@@ -13,7 +13,7 @@ from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher
 from mixlab.methods.moco import MoCo
 from mixlab.mixture.mice import info_nce
-from test_mice import train_steps
+from training import train_steps
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,13 +105,12 @@ def test_training_lowers_the_loss_on_fashion_mnist():
 
 def test_smoke_run_clusters_and_checkpoints_queue(tmp_path):
     cfg = resolve("moco", "smoke", {"train": {"num_threads": 1}, "method": {"queue_size": 320}})
-    result = engine.train(cfg, tmp_path / "run")
+    engine.train(cfg, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) and "kmeans_obj" in r for r in rows)
     post = np.load(tmp_path / "run" / "predictions.npz")["posterior"].astype(np.float64)
     assert post.shape == (512, 10)
     np.testing.assert_allclose(post.sum(1), 1.0)
-    assert 0.0 <= result["acc"] <= 1.0
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["method"]
     steps = 512 // cfg.train.batch_size
     assert int(state["queue.ptr"]) == (cfg.train.epochs * steps * cfg.train.batch_size) % 320

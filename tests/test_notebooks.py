@@ -8,6 +8,8 @@ import pytest
 from mixlab import pipeline
 from mixlab.provenance import REPO
 
+pytestmark = pytest.mark.slow  # notebooks run end to end: `pytest -m "not slow"` skips them
+
 NAMES = pipeline.manifest(REPO)
 
 

@@ -339,7 +339,6 @@ def test_smoke_run_logs_k_and_resumes_after_merging(tmp_path):
     assert ks[0] == cfg.params.n_clusters and ks[-1] < ks[0]           # merged after epoch 2
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert "loss_cluster" in rows[1] and "loss_cluster" not in rows[0]
-    assert 0.0 <= ref["acc"] <= 1.0
 
     steps = (cfg.train.subset // cfg.train.batch_size)
 
