@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: test reproduce lab clean venv smoke
+.PHONY: test reproduce lab notebooks clean venv smoke
 
 venv: $(STAMP)
 
@@ -20,12 +20,20 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke).
+# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke);
+# ONLY="mice tcc" runs just those, FORCE=1 re-runs unchanged ones.
 reproduce: $(STAMP)
-	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(FORCE),--force,)
+	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
 
+# JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/.
+# Remote or headless: make lab LAB_ARGS="--no-browser --port 8890", then ssh -L 8890:localhost:8890 HOST.
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+
+# Save every notebook pair as the pinned JupyterLab + jupytext do, outputs stripped (before committing).
+notebooks: $(STAMP)
+	$(BIN)/python -m mixlab notebooks
 
 clean:
 	rm -rf runs .pytest_cache build *.egg-info

@@ -1,4 +1,7 @@
-"""Command line: ``python -m mixlab train|eval|config|list`` — the same code the notebooks call."""
+"""Command line: ``python -m mixlab train|eval|config|list|reproduce`` — the same code the notebooks call.
+
+Paths given on the command line (``--out``, ``--run``, ``--params``) are taken from the shell's
+working directory; the defaults the notebooks use from the workbook root (:mod:`mixlab.paths`)."""
 from __future__ import annotations
 
 import argparse
@@ -57,10 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     run_options(c)
     r = sub.add_parser("reproduce", help="execute every notebook of notebooks/manifest.yaml with papermill")
     r.add_argument("--profile", default="cpu", choices=PROFILES, help="parameter set (default: cpu)")
-    r.add_argument("--only", action="append", metavar="NOTEBOOK", help="run just this notebook; repeatable")
+    r.add_argument("--only", action="append", metavar="NOTEBOOK",
+                   help="run just this notebook of the manifest (e.g. em_elbo_primer); repeatable")
     r.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
     r.add_argument("--runner", choices=("papermill", "script"),
                    help="papermill (default when installed) or script (runs the paired .py files)")
+    sub.add_parser("notebooks", help="save every notebook pair as JupyterLab + jupytext do, outputs stripped "
+                   "(run before committing a notebook edited in the lab)")
     sub.add_parser("list", help="list methods, datasets and profiles")
     return p
 
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             print("datasets: " + ", ".join(dataset_names()))
             print("profiles: " + ", ".join(PROFILES))
             return 0
+        if args.command == "notebooks":
+            from mixlab import notebook_files
+            print("normalized: " + ", ".join(notebook_files.normalize()))
+            return 0
         if args.command == "reproduce":
             from mixlab import pipeline
             start = time.perf_counter()
@@ -113,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[predict] {len(rows)} images assigned to {rows['cluster'].nunique()} clusters -> {args.out}")
             return 0
         if args.command == "eval":
-            print(json.dumps(_evaluate(Path(args.run)), indent=2))
+            print(json.dumps(_evaluate(Path(args.run).absolute()), indent=2))
             return 0
         cfg = _config(args)
         if args.command == "config":
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        result = engine.train(cfg, args.out, resume=args.resume)
+        result = engine.train(cfg, Path(args.out).absolute(), resume=args.resume)
         from mixlab import distributed
         distributed.shutdown()  # only after success: a failed rank must not wait at a barrier
         keys = ("acc", "nmi", "ari", "ami") if "acc" in result else ("n_nonempty", "max_cluster_frac", "objective")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixlab import io
+from mixlab import io, paths
 
 __all__ = ["write_csv", "ids_of", "input_spec", "apply", "load_trained", "load_matching", "predict"]
 
@@ -31,7 +31,7 @@ def write_csv(path: str | Path, ids: tuple[str, list], post=None, *, cluster=Non
     frame = pd.DataFrame({column: values, "cluster": np.asarray(cluster),
                           "probability": np.asarray(probability, dtype=np.float64).round(6)})
     io.write_text(path, frame.to_csv(index=False))
-    return Path(path)
+    return paths.resolve(path)
 
 
 def ids_of(data) -> tuple[str, list]:
@@ -64,7 +64,7 @@ def load_trained(run: str | Path, device: str = "cpu"):
     from mixlab import config as config_mod
     from mixlab import engine
 
-    run = Path(run)
+    run = paths.resolve(run)
     missing = [f for f in ("config.json", "metrics.json", "checkpoint.pt") if not (run / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{run} is not a finished run (missing {', '.join(missing)}); train it first")

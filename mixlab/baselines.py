@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixlab import io
+from mixlab import io, paths
 from mixlab.metrics import cluster_sizes, evaluate
 
 NAMES = ("k-means (pixels)", "PCA + k-means", "UMAP + k-means")
@@ -101,7 +101,7 @@ def compute(name: str, x: np.ndarray, y: np.ndarray, settings: Settings, seed: i
 
 def rows(settings: Settings, seeds=(0,), *, runs_dir: str | Path = "runs", names=NAMES) -> list[dict]:
     """Every baseline on every seed, each computed once and then read from its cache file."""
-    cache = Path(runs_dir) / "baselines" / f"{settings.dataset.replace(':', '_').replace('/', '_')}-{settings.key()}"
+    cache = paths.resolve(runs_dir) / "baselines" / f"{settings.dataset.replace(':', '_').replace('/', '_')}-{settings.key()}"
     out, data = [], None
     for name in names:
         for seed in seeds:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from mixlab import io
+from mixlab import io, paths
 from mixlab.provenance import provenance
 from mixlab.stats import paired_t
 
@@ -145,7 +145,7 @@ def judge_rows(claim: Claim, rows: Sequence[dict], *, alpha: float = ALPHA) -> V
 
 def write(results_dir: str | Path, experiment: str, verdicts: Sequence[Verdict], *, profile: str) -> Path:
     """Write a notebook's verdicts to ``results_dir/experiment/claims.json`` (with provenance)."""
-    path = Path(results_dir) / experiment / "claims.json"
+    path = paths.resolve(results_dir) / experiment / "claims.json"
     io.write_json(path, {"experiment": experiment, "profile": profile, "provenance": provenance(profile=profile),
                          "claims": [v.to_dict() for v in verdicts]})
     return path
@@ -154,7 +154,7 @@ def write(results_dir: str | Path, experiment: str, verdicts: Sequence[Verdict],
 def collect(results_dir: str | Path) -> list[dict]:
     """Every claim under ``results_dir/*/claims.json``, each with its experiment and commit."""
     out = []
-    for path in sorted(Path(results_dir).glob("*/claims.json")):
+    for path in sorted(paths.resolve(results_dir).glob("*/claims.json")):
         data = json.loads(path.read_text())
         commit = data.get("provenance", {}).get("commit", "unknown")
         out += [{**c, "experiment": data["experiment"], "commit": commit} for c in data["claims"]]
@@ -204,6 +204,6 @@ def write_table(results_dir: str | Path, profile: str) -> Path | None:
             " NMI, ARI, AMI and the probes, the metric's own unit otherwise.\n\n")
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
     tail = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(records)} claims.\n"
-    path = Path(results_dir) / "claims.md"
+    path = paths.resolve(results_dir) / "claims.md"
     io.write_text(path, head + format_table(records) + tail)
     return path

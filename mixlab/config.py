@@ -28,6 +28,12 @@ __all__ = ["PROFILES", "ConfigError", "check_choice", "check_positive", "TrainCo
            "load_yaml", "load_param_file", "parse_set", "profile_layer", "resolve", "from_dict"]
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
+SMOKE_NOTE = "smoke profile: a plumbing check on tiny data and budgets, not a result"
+
+
+def caveat(profile: str) -> str:
+    """What a number from ``profile`` is not: :data:`SMOKE_NOTE` on ``smoke``, else empty."""
+    return SMOKE_NOTE if profile == "smoke" else ""
 
 
 class YamlLoader(yaml.SafeLoader):

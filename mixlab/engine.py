@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mixlab import distributed as dist
-from mixlab import assignments, io, precision
+from mixlab import assignments, io, paths, precision
 from mixlab.config import RunConfig, TrainConfig
 from mixlab.data import load as load_dataset
 from mixlab.data.augment import make_augmenter
@@ -425,8 +425,9 @@ def _summary_line(row: dict) -> str:
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
           step_hook: Callable[[int], None] | None = None) -> dict:
-    """Train ``cfg`` into ``out`` (config.json, log.jsonl, checkpoint.pt, metrics.json)."""
-    out = Path(out)
+    """Train ``cfg`` into ``out`` (config.json, log.jsonl, checkpoint.pt, metrics.json); a relative
+    ``out`` is taken from the workbook root (:mod:`mixlab.paths`)."""
+    out = paths.resolve(out)
     ckpt = out / "checkpoint.pt"
     if not resume and out.exists() and any((out / f).exists() for f in ("config.json", "checkpoint.pt")):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -103,9 +103,9 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
     """Rebuild a finished run (config.json + checkpoint.pt): returns the engine's ``Setup`` with
     the trained method loaded, in eval mode, on ``device``."""
     from mixlab import config as config_mod
-    from mixlab import engine
+    from mixlab import engine, paths
 
-    run_dir = Path(run_dir)
+    run_dir = paths.resolve(run_dir)
     data = json.loads((run_dir / "config.json").read_text())
     data["train"]["device"] = device
     cfg = config_mod.from_dict(data)

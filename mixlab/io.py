@@ -1,4 +1,6 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written file."""
+"""Atomic file writes: a reader (or a killed run) never sees a half-written file.
+
+A relative path is taken from the workbook root (:func:`mixlab.paths.resolve`), not the working directory."""
 from __future__ import annotations
 
 import json
@@ -8,9 +10,11 @@ from pathlib import Path
 
 import torch
 
+from mixlab import paths
+
 
 def _atomic(path: Path, write) -> None:
-    path = Path(path)
+    path = paths.resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -37,7 +41,7 @@ def torch_save(path, obj) -> None:
 
 
 def read_jsonl(path) -> list[dict]:
-    path = Path(path)
+    path = paths.resolve(path)
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

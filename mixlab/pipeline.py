@@ -2,12 +2,14 @@
 
 Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
 ``notebooks/params/<profile>/<notebook>.yaml``. Executed copies go to ``runs/<profile>/notebooks/``
-(git-ignored), figures to ``figures/``, metrics to ``results/``; the claims every notebook wrote
-(``results/<experiment>/claims.json``) are gathered into ``results/claims.md``. A notebook whose source, parameters
-and library code are unchanged since its last successful execution is skipped unless forced. A
-failure stops the pipeline with the notebook's name and the path of its executed copy; everything
-finished before it stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered copy
-committed under ``docs/`` (cpu profile, papermill runner), so that they can be read without running.
+(git-ignored), figures to ``figures/``, metrics to ``results/``, all under the workbook root
+(:mod:`mixlab.paths`); the claims every notebook wrote (``results/<experiment>/claims.json``) are
+gathered into ``results/claims.md``. Each notebook runs with its working directory in
+``notebooks/``, as in JupyterLab. A notebook whose source, parameters and library code are
+unchanged since its last successful execution is skipped unless forced. A failure stops the
+pipeline with the notebook's name and the path of its executed copy; everything finished before it
+stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered copy committed under
+``docs/`` (cpu profile, papermill runner), so that they can be read without running.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from mixlab import claims, io
-from mixlab.config import PROFILES, ConfigError, load_yaml
+from mixlab import claims, io, paths
+from mixlab.config import PROFILES, SMOKE_NOTE, ConfigError, load_yaml
+from mixlab.experiments import mean_std
 from mixlab.provenance import REPO, provenance
 
 
@@ -39,8 +42,8 @@ def manifest(root: Path = REPO) -> list[str]:
 
 
 def output_dirs(profile: str) -> dict:
-    """Where a profile's notebooks write: ``cpu`` to results/ and figures/, ``gpu``/``paper`` to a
-    sub-folder of each, ``smoke`` only under the git-ignored runs/."""
+    """Where a profile's notebooks write, relative to the workbook root: ``cpu`` to results/ and
+    figures/, ``gpu``/``paper`` to a sub-folder of each, ``smoke`` only under the git-ignored runs/."""
     if profile == "cpu":
         return {"runs_dir": "runs/cpu", "results_dir": "results", "figures_dir": "figures"}
     if profile == "smoke":
@@ -58,7 +61,8 @@ def parameters(name: str, profile: str, root: Path = REPO) -> dict:
         raise ConfigError(f"parameter file {path} is not valid YAML; fix its syntax") from None
     if not isinstance(params, dict):
         raise ConfigError(f"parameter file {path} must be a mapping of notebook parameters")
-    return {**params, "profile": profile, **output_dirs(profile)}
+    dirs = {key: str(paths.resolve(folder)) for key, folder in output_dirs(profile).items()}
+    return {**params, "profile": profile, **dirs}
 
 
 def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
@@ -79,7 +83,7 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                                   cwd=str(root), kernel_name="python3", progress_bar=False)
+                                   cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
     except Exception as exc:  # noqa: BLE001 - papermill wraps the notebook's own error
         first = str(exc).strip().splitlines()
         raise NotebookFailed(f"notebook {name} failed ({first[-1] if first else type(exc).__name__});"
@@ -123,7 +127,7 @@ def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) ->
     namespace: dict = {"__name__": "__main__"}
     cwd = os.getcwd()
     with open(out, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        os.chdir(root)
+        os.chdir(root / "notebooks")
         try:
             for i, cell in enumerate(cells):
                 if not cell or cell[0].startswith("# %% [markdown]"):
@@ -153,7 +157,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ConfigError(f"notebook {unknown[0]!r} is not in notebooks/manifest.yaml; known: {', '.join(names)}")
-    state_dir = root / "runs" / profile / ".pipeline"
+    state_dir = paths.resolve("runs") / profile / ".pipeline"
     records = []
     for name in names:
         if only and name not in only:
@@ -168,9 +172,9 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         print(f"[reproduce] {name}: running on profile {profile} ...", flush=True)
         start = time.perf_counter()
         run_notebook = execute if (runner or default_runner()) == "papermill" else execute_script
-        out = run_notebook(name, params, root / "runs" / profile / "notebooks", root)
+        out = run_notebook(name, params, paths.resolve("runs") / profile / "notebooks", root)
         seconds = round(time.perf_counter() - start, 1)
-        record = {"notebook": name, "status": "ran", "seconds": seconds, "executed": str(out.relative_to(root))}
+        record = {"notebook": name, "status": "ran", "seconds": seconds, "executed": str(out)}
         if profile == "cpu" and name in RENDERED and out.suffix == ".ipynb":
             rendered = render(out, root / RENDERED[name])
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
@@ -178,11 +182,11 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         io.write_json(stamp, {"key": key, **record, "provenance": provenance()})
         print(f"[reproduce] {name}: done in {seconds} s", flush=True)
         records.append(record)
-    dirs = output_dirs(profile)
-    write_summary(root / dirs["results_dir"], profile, records)
-    claims.write_table(root / dirs["results_dir"], profile)
+    results_dir = paths.resolve(output_dirs(profile)["results_dir"])
+    write_summary(results_dir, profile, records)
+    claims.write_table(results_dir, profile)
     if profile == "cpu":
-        fill_readme(root / "README.md", root)
+        fill_readme(root / "README.md", paths.root())
     return records
 
 
@@ -208,29 +212,33 @@ def fill_readme(readme: Path, root: Path = REPO) -> int:
 
 
 def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = None) -> Path:
-    """Collect every ``results_dir/*/table.csv`` into ``summary.md`` and ``summary.csv``."""
+    """Collect every ``results_dir/*/table.csv`` into ``summary.md`` and ``summary.csv``; with no
+    table yet (e.g. only the primer ran) ``summary.md`` holds the timings alone."""
     import pandas as pd
 
+    results_dir = paths.resolve(results_dir)
     tables = []
-    for csv in sorted(Path(results_dir).glob("*/table.csv")):
+    for csv in sorted(results_dir.glob("*/table.csv")):
         frame = pd.read_csv(csv)
         frame.insert(0, "experiment", csv.parent.name)
         tables.append(frame)
-    if not tables:
-        raise FileNotFoundError(f"no results tables under {results_dir}; run the notebooks first")
-    summary = pd.concat(tables, ignore_index=True)
-    io.write_text(Path(results_dir) / "summary.csv", summary.to_csv(index=False))
+    summary = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if tables:
+        io.write_text(results_dir / "summary.csv", summary.to_csv(index=False))
     meta = provenance(profile=profile)
     lines = [f"<!-- generated by `python -m mixlab reproduce`; commit={meta['commit']} device={meta['device']}"
-             f" date={meta['date']} -->",
-             "| experiment | run | ACC | NMI | ARI | seeds | s/run |", "|---|---|---|---|---|---|---|"]
+             f" date={meta['date']} -->"]
+    if profile == "smoke":
+        lines += ["", SMOKE_NOTE, ""]
+    lines += (["| experiment | run | ACC | NMI | ARI | seeds | s/run |", "|---|---|---|---|---|---|---|"] if tables
+              else [f"No results table under {results_dir} yet: none of the notebooks run so far writes one."])
     for _, r in summary.iterrows():
-        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" for m in ("acc", "nmi", "ari")]
+        cells = [mean_std(r, m) for m in ("acc", "nmi", "ari")]
         lines.append(f"| {r['experiment']} | {r.iloc[1]} | " + " | ".join(cells)
                      + f" | {int(r['seeds'])} | {r['wall_time_s']} |")
     if timings:
         lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
         lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} |" for t in timings]
         lines.append(f"| **total** | | {sum(t.get('seconds') or 0 for t in timings):.1f} |")
-    io.write_text(Path(results_dir) / "summary.md", "\n".join(lines) + "\n")
-    return Path(results_dir) / "summary.md"
+    io.write_text(results_dir / "summary.md", "\n".join(lines) + "\n")
+    return results_dir / "summary.md"

@@ -5,11 +5,10 @@ import datetime as _dt
 import os
 import platform
 import subprocess
-from pathlib import Path
-
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from mixlab.paths import REPO
+
 CODE = ("mixlab", "notebooks", "benchmarks", "pyproject.toml", "requirements.txt")
 
 

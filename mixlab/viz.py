@@ -5,34 +5,45 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from mixlab import io
+from mixlab import io, paths
+from mixlab.config import caveat
 from mixlab.provenance import provenance
 
 
-def savefig(fig, name: str, figures_dir: str | Path = "figures", **meta) -> Path:
-    """Write ``figures_dir/name.png`` and ``.pdf`` and a ``name.json`` sidecar of provenance."""
-    path = Path(figures_dir) / f"{name}.png"
+def savefig(fig, name: str, figures_dir: str | Path = "figures", *, profile: str | None = None, **meta) -> None:
+    """Write ``figures_dir/name.png`` and ``.pdf`` and a ``name.json`` sidecar of provenance
+    (a relative ``figures_dir`` is taken from the workbook root).
+
+    Before saving, every axis labelled "epoch" gets integer ticks, and on the ``smoke`` profile the
+    figure is stamped with :data:`~mixlab.config.SMOKE_NOTE`. Returns nothing, so a notebook cell
+    ending in ``savefig`` echoes no path."""
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if caveat(profile):
+        fig.text(0.5, 1.0, caveat(profile), ha="center", va="bottom", color="tab:red", fontsize=10)
+    path = paths.resolve(figures_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
-    io.write_json(path.with_suffix(".json"), {"figure": name, **meta, "provenance": provenance()})
-    return path
+    io.write_json(path.with_suffix(".json"), {"figure": name, "profile": profile, **meta, "provenance": provenance()})
 
 
 def read_log(run_dir: str | Path) -> list[dict]:
     """The per-epoch rows of a run's ``log.jsonl``."""
-    return io.read_jsonl(Path(run_dir) / "log.jsonl")
+    return io.read_jsonl(paths.resolve(run_dir) / "log.jsonl")
 
 
 def load_snapshot(run_dir: str | Path, epoch: int) -> dict:
     """A saved snapshot (index, embedding, posterior, labels) of a run at ``epoch``."""
-    with np.load(Path(run_dir) / "snapshots" / f"epoch_{epoch:03d}.npz") as data:
+    with np.load(paths.resolve(run_dir) / "snapshots" / f"epoch_{epoch:03d}.npz") as data:
         return {k: data[k] for k in data.files}
 
 
 def snapshot_epochs(run_dir: str | Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "snapshots").glob("epoch_*.npz"))
+    return sorted(int(p.stem.split("_")[1]) for p in (paths.resolve(run_dir) / "snapshots").glob("epoch_*.npz"))
 
 
 def embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -47,11 +58,18 @@ def embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     raise ValueError(f"unknown 2-D embedding method {method!r}; choose 'tsne' or 'umap'")
 
 
-def scatter_2d(ax, xy: np.ndarray, labels: np.ndarray, title: str = "", s: float = 3) -> None:
-    """Points coloured by a categorical label (ground truth or predicted cluster)."""
+def scatter_2d(ax, xy: np.ndarray, labels: np.ndarray, title: str = "", s: float = 3,
+               names: list[str] | None = None) -> None:
+    """Points coloured by a categorical label (ground truth or predicted cluster), with a colour
+    legend beside the axis naming each label (``names[label]`` when given, else the number)."""
     labels = np.asarray(labels)
     cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
-    ax.scatter(xy[:, 0], xy[:, 1], c=labels % cmap.N, cmap=cmap, s=s, linewidths=0, vmin=0, vmax=cmap.N - 1)
+    for value in np.unique(labels):
+        pick = labels == value
+        ax.scatter(xy[pick, 0], xy[pick, 1], color=cmap(value % cmap.N), s=s, linewidths=0,
+                   label=names[value] if names is not None else str(value))
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, markerscale=3, frameon=False,
+              handletextpad=0.1, borderaxespad=0.2, ncol=1 if len(np.unique(labels)) <= 12 else 2)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -89,12 +107,13 @@ def training_curves(axes, logs: dict[str, list[dict]], keys: list[str], x: str =
 
 
 def bar_with_errors(ax, table, metrics=("acc", "nmi", "ari")) -> None:
-    """Grouped bars of mean ± std per row of a summary table (columns ``<m>_mean``, ``<m>_std``)."""
+    """Grouped bars of mean ± std per row of a summary table (columns ``<m>_mean``, ``<m>_std``,
+    ``seeds``); a row from one seed gets no error bar."""
     width = 0.8 / len(table)
     x = np.arange(len(metrics))
     for i, (name, row) in enumerate(table.iterrows()):
-        ax.bar(x + i * width, [row[f"{m}_mean"] for m in metrics], width,
-               yerr=[row[f"{m}_std"] for m in metrics], label=str(name), capsize=3)
+        spread = [row[f"{m}_std"] for m in metrics] if int(row.get("seeds", 1)) > 1 else None
+        ax.bar(x + i * width, [row[f"{m}_mean"] for m in metrics], width, yerr=spread, label=str(name), capsize=3)
     ax.set_xticks(x + 0.4 - width / 2, metrics)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)

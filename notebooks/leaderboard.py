@@ -5,8 +5,10 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -66,9 +68,9 @@ experiments.write_table(table, results_dir, EXP, profile=profile, metrics=METRIC
                         extra=("final K", "train s", "epochs", "cut by budget"),
                         note=f"{train.dataset} (subset {train.subset or 'all'}, data seed {train.data_seed}), "
                              f"shared settings {shared['train']}; each method's own settings otherwise (its profile); "
-                             f"mean ± std over {len(seeds)} seed(s); 'cut by budget': runs stopped by time_budget_s; "
+                             f"{experiments.seeds_label(seeds)}; 'cut by budget': runs stopped by time_budget_s; "
                              "baselines: 'train s' is their fitting time.")
-print(experiments.format_table(table, METRICS, extra=("final K", "train s", "epochs", "cut by budget")))
+experiments.show_table(table, profile, METRICS, extra=("final K", "train s", "epochs", "cut by budget"))
 
 # %% [markdown]
 # ## ACC against training time

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -73,11 +73,11 @@ experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), backbone {cfg.train.backbone}, "
                              f"augment {cfg.train.augment}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
                              f"tau={cfg.params.tau}, kappa={cfg.params.kappa}, queue {cfg.params.queue_size}; "
-                             f"mean ± std over {len(seeds)} seed(s).")
-print(experiments.format_table(table))
+                             f"{experiments.seeds_label(seeds)}.")
+experiments.show_table(table, profile)
 fig, ax = plt.subplots(figsize=(6, 3.4))
 viz.bar_with_errors(ax, table)
-ax.set_title(f"MiCE vs MoCo + spherical k-means ({len(seeds)} seeds, mean ± std)")
+ax.set_title(f"MiCE vs MoCo + spherical k-means ({experiments.seeds_label(seeds)})")
 viz.savefig(fig, "mice_vs_moco_bars", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
 # %% [markdown]
@@ -90,7 +90,7 @@ viz.savefig(fig, "mice_vs_moco_bars", figures_dir, experiment=EXP, profile=profi
 verdicts = [claims.judge_rows(claims.Claim("MiCE > MoCo + spherical k-means", "MiCE Tab. 1", a="MiCE",
                                            b="MoCo+skm", metric=m), rows) for m in ("acc", "nmi", "ari")]
 claims.write(results_dir, EXP, verdicts, profile=profile)
-print(claims.format_table(verdicts))
+experiments.show_markdown(claims.format_table(verdicts))
 
 # %% [markdown]
 # ## Training curves

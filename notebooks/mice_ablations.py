@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -97,7 +97,7 @@ experiments.write_table(table, results_dir, "mice_ablations", profile=profile,
                         extra=("paper CIFAR-100 ACC", "verdict"),
                         note="Fashion-MNIST; paper column: MiCE Table 3 / App. E (CIFAR-100, 1000 epochs); "
                              "verdict: paired t-test over seeds at alpha 0.05, (A - MiCE) in ACC points.")
-print(claims.format_table(list(verdicts.values())))
+experiments.show_markdown(claims.format_table(list(verdicts.values())))
 table[["acc_mean", "acc_std", "nmi_mean", "ari_mean", "paper CIFAR-100 ACC", "verdict"]]
 
 # %%

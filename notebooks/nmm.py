@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -81,8 +81,8 @@ table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=base
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"NMM on {cfg0.train.dataset} (subset {cfg0.train.subset}), backbone "
                              f"{cfg0.train.backbone}, Sobel input, {cfg0.train.epochs} epochs, batch "
-                             f"{cfg0.train.batch_size}; mean ± std over {len(seeds)} seed(s).")
-print(experiments.format_table(table))
+                             f"{cfg0.train.batch_size}; {experiments.seeds_label(seeds)}.")
+experiments.show_table(table, profile)
 
 # %% [markdown]
 # ## Training curves (Fig. 6)
@@ -104,7 +104,7 @@ for name, rows_ in logs.items():
 axes[2].set_xlabel("epoch")
 axes[2].set_ylabel("stage loss (Eq. 7 / Eq. 8)")
 axes[2].legend(fontsize=7)
-viz.savefig(fig, "nmm_training_curves", figures_dir, experiment=EXP, runs=runs0)
+viz.savefig(fig, "nmm_training_curves", figures_dir, profile=profile, experiment=EXP, runs=runs0)
 
 # %% [markdown]
 # ## What the final layer learned (Fig. 7)
@@ -135,7 +135,7 @@ for ax, (title, setup) in zip(axes, panels):
     emb = extract(setup.method, images, setup.augmenter, fn="embed")
     used = len(np.unique(emb.argmax(1)))
     viz.scatter_2d(ax, viz.embed_2d(emb, "tsne", seed=0), labels, title=f"{title}\n({used} clusters used)")
-viz.savefig(fig, "nmm_tsne_final_layer", figures_dir, experiment=EXP, n=n_tsne,
+viz.savefig(fig, "nmm_tsne_final_layer", figures_dir, profile=profile, experiment=EXP, n=n_tsne,
             runs={"normalized": runs0["two-fold"], "unnormalized": raw["run_dir"]})
 print(f"un-normalized two-fold run: acc {raw['acc']:.3f}, non-empty clusters {raw['n_nonempty']}")
 
@@ -166,7 +166,7 @@ for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
 axes[0, 10].set_title("synthesized", fontsize=8)
-viz.savefig(fig, "nmm_cluster_prototypes", figures_dir, experiment=EXP, clusters=clusters, run=runs0["two-fold"])
+viz.savefig(fig, "nmm_cluster_prototypes", figures_dir, profile=profile, experiment=EXP, clusters=clusters, run=runs0["two-fold"])
 
 # %% [markdown]
 # ## The claims (NMM Tab. 3): two-fold > EM-only > consistency-only
@@ -181,7 +181,7 @@ verdicts = [claims.judge_rows(claims.Claim("two-fold > EM-only", "NMM Tab. 3", a
             claims.judge_rows(claims.Claim("EM-only > consistency-only", "NMM Tab. 3", a="em-only",
                                            b="consistency-only"), rows)]
 claims.write(results_dir, EXP, verdicts, profile=profile)
-print(claims.format_table(verdicts))
+experiments.show_markdown(claims.format_table(verdicts))
 
 # %%
 print(f"nmm done in {time.time() - t0:.0f} s")

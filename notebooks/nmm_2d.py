@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixlab import experiments, viz
+from mixlab import experiments, io, viz
 from mixlab.data import load
 from mixlab.evaluation import load_run
 from mixlab.methods.nmm import points_overrides
@@ -73,7 +73,7 @@ fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 4.2))
 for ax, name in zip(np.atleast_1d(axes), datasets):
     d = data[name]
     viz.scatter_2d(ax, d.images.numpy(), d.labels.numpy(), title=f"{name}: true classes ({len(d)} points)")
-viz.savefig(fig, "nmm_2d_data", figures_dir, experiment=EXP, datasets=datasets)
+viz.savefig(fig, "nmm_2d_data", figures_dir, profile=profile, experiment=EXP, datasets=datasets)
 
 # %% [markdown]
 # ## Train: with and without the relevance normalization
@@ -119,7 +119,7 @@ verdicts = [claims.judge_rows(claims.Claim(f"normalized > un-normalized ({name})
                                            a=f"{name}-normalized", b=f"{name}-unnormalized", metric=metric), rows)
             for name in datasets for metric in ("clusters_used", "acc")]
 claims.write(results_dir, EXP, verdicts, profile=profile)
-print(claims.format_table(verdicts))
+experiments.show_markdown(claims.format_table(verdicts))
 
 # %% [markdown]
 # ## The clustered space (Fig. 4b)
@@ -136,7 +136,7 @@ for i, name in enumerate(datasets):
         viz.scatter_2d(axes[i, j], pts.numpy(), pred,
                        title=f"{name}\n{'normalized' if normalize else 'un-normalized'}: "
                              f"{len(np.unique(pred))} clusters used")
-viz.savefig(fig, "nmm_2d_clusters", figures_dir, experiment=EXP, runs={f"{k[0]}-{k[1]}": v for k, v in run_dirs.items()})
+viz.savefig(fig, "nmm_2d_clusters", figures_dir, profile=profile, experiment=EXP, runs={f"{k[0]}-{k[1]}": v for k, v in run_dirs.items()})
 
 # %% [markdown]
 # ## The cluster densities h_j(x) (Fig. 5)
@@ -169,7 +169,7 @@ for name in datasets:
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(cs, ax=ax, shrink=0.8, format="%.3g")
-    viz.savefig(fig, f"nmm_2d_densities_{name}", figures_dir, experiment=EXP, clusters=shown_clusters,
+    viz.savefig(fig, f"nmm_2d_densities_{name}", figures_dir, profile=profile, experiment=EXP, clusters=shown_clusters,
                 runs={str(n): run_dirs[(name, n)] for n in (True, False)})
 
 # %% [markdown]
@@ -208,8 +208,7 @@ for name in datasets:
                            "mean h (running stats)": float(M.batch_mean_density(h_running)[c]),
                            "box integral / V": float(integral[c])})
 table1 = pd.DataFrame(table1)
-Path(results_dir, EXP).mkdir(parents=True, exist_ok=True)
-table1.to_csv(Path(results_dir) / EXP / "table1_mean_density.csv", index=False)
+io.write_text(Path(results_dir) / EXP / "table1_mean_density.csv", table1.to_csv(index=False))
 table1.round(4)
 
 # %% [markdown]

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -98,11 +98,11 @@ table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=basel
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
                              f"{cfg.train.augment}, {cfg.train.epochs} epochs, K0={cfg.params.n_clusters}, "
-                             f"zeta={cfg.params.zeta}, H={cfg.params.n_nearest}; mean ± std over {len(seeds)} "
-                             "seed(s). table.csv also holds AMI, majority ACC, linear-probe and k-NN accuracy "
+                             f"zeta={cfg.params.zeta}, H={cfg.params.n_nearest}; {experiments.seeds_label(seeds)}. "
+                             "table.csv also holds AMI, majority ACC, linear-probe and k-NN accuracy "
                              "and the final K.")
-print(experiments.format_table(table, metrics=("acc", "nmi", "ari", "ami", "majority_acc", "linear_probe_acc",
-                                               "knn_acc")))
+experiments.show_table(table, profile, metrics=("acc", "nmi", "ari", "ami", "majority_acc", "linear_probe_acc",
+                                               "knn_acc"))
 print("final K per seed:", [r["K_final"] for r in rows])
 
 # %%

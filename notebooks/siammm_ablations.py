@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -116,16 +116,16 @@ table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=basel
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
                              f"{cfg.train.epochs} epochs, K0={cfg.params.n_clusters}, zeta={cfg.params.zeta}; "
-                             f"mean ± std over {len(seeds)} seed(s). table.csv holds the final K and the paper's "
+                             f"{experiments.seeds_label(seeds)}. table.csv holds the final K and the paper's "
                              "ImageNet top-1 of each row.")
-print(experiments.format_table(table))
+experiments.show_table(table, profile)
 print(table[["K_final_mean", "linear_probe_acc_mean", "knn_acc_mean", "paper ImageNet top-1",
              "direction (ours)"]].to_string())
 
 # %%
 fig, ax = plt.subplots(figsize=(12, 3.8))
 viz.bar_with_errors(ax, table, metrics=("acc", "nmi", "ari"))
-ax.set_title(f"SiamMM ablations ({profile} profile, {len(seeds)} seed(s))")
+ax.set_title(f"SiamMM ablations ({profile} profile, {experiments.seeds_label(seeds)})")
 ax.legend(fontsize=7, ncol=3)
 viz.savefig(fig, "siammm_ablations", figures_dir, experiment=EXP, profile=profile,
             rows=list(ROWS), seeds=list(seeds))
@@ -160,7 +160,7 @@ CLAIMS = [("SiamMM (soft, H nearest) > hard (H = 1)", "SiamMM Tab. 6", "H = 1 (h
 verdicts = [claims.judge_rows(claims.Claim(text, source, a="SiamMM", b=other, metric=metric), rows)
             for text, source, other in CLAIMS for metric in ("linear_probe_acc", "knn_acc")]
 claims.write(results_dir, EXP, verdicts, profile=profile)
-print(claims.format_table(verdicts))
+experiments.show_markdown(claims.format_table(verdicts))
 
 # %%
 print(f"siammm_ablations notebook done in {time.time() - t0:.0f} s")

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -100,14 +100,14 @@ table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=base
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"TCC variants on {cfg0.train.dataset} (subset {cfg0.train.subset}), backbone "
                              f"{cfg0.train.backbone}, augment {cfg0.train.augment}, {cfg0.train.epochs} epochs, "
-                             f"batch {cfg0.train.batch_size}; mean ± std over {len(seeds)} seed(s). A row marked collapsed has a flat posterior "
+                             f"batch {cfg0.train.batch_size}; {experiments.seeds_label(seeds)}. A row marked collapsed has a flat posterior "
                              "(mean KL(q||U) < 1 % of log K): its ACC is a tie-break artefact, not a score.",
                         extra=("collapsed",))
-print(experiments.format_table(table, extra=("collapsed",)))
+experiments.show_table(table, profile, extra=("collapsed",))
 print(table[["mean_max_q_mean", "kl_to_uniform_mean", "collapsed"]].round(3).to_string())
 fig, ax = plt.subplots(figsize=(7, 3.5))
 viz.bar_with_errors(ax, table)
-ax.set_title(f"TCC variants, {len(seeds)} seed(s), profile {profile}")
+ax.set_title(f"TCC variants, {experiments.seeds_label(seeds)}, profile {profile}")
 viz.savefig(fig, "tcc_variants", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
 # %% [markdown]
@@ -145,7 +145,7 @@ md = ("McNemar p-values (pooled over seeds " + str(seeds) + ", profile " + profi
       + "\n\n" + "\n".join(f"- {t}" for t in tests) + "\n")
 io.write_text(f"{results_dir}/{EXP}/pvalues.md", md)
 io.write_text(f"{results_dir}/{EXP}/pvalues.csv", pvals.to_csv())
-print(md)
+experiments.show_markdown(md)
 
 # %% [markdown]
 # ## t-SNE of the embedding h, coloured by predicted cluster
@@ -207,7 +207,7 @@ from mixlab import claims
 verdicts = [claims.judge_rows(claims.Claim(f"TCC > {other}", "TCC supplement", a="tcc", b=other), rows)
             for other in ("no-cluster-loss", "no-instance-loss", "cc-style-rk")]
 claims.write(results_dir, EXP, verdicts, profile=profile)
-print(claims.format_table(verdicts))
+experiments.show_markdown(claims.format_table(verdicts))
 
 # %%
 print(f"tcc done in {time.time() - t0:.0f} s")

@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -57,14 +57,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mixlab import assignments, choose_k, experiments, io, metrics, viz
+from mixlab import assignments, choose_k, experiments, io, metrics, paths, viz
 from mixlab.data import example_images
 from mixlab.provenance import provenance
 
 t0 = time.time()
 EXP = "your_images"
 if images is None:
-    images = str(Path(runs_dir) / f"example-{example}")
+    images = str(paths.resolve(runs_dir) / f"example-{example}")
     if not Path(images).exists():
         write = {"shapes": example_images.write_shapes, "fashion-mnist": example_images.write_fashion_mnist}[example]
         write(images, example_size)

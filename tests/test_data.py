@@ -17,10 +17,10 @@ needs_fashion = pytest.mark.skipif(
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
-    """An empty $MIXLAB_DATA and working directory, no downloads."""
+    """An empty $MIXLAB_DATA and workbook root ($MIXLAB_ROOT), no downloads."""
     monkeypatch.setenv("MIXLAB_DATA", str(tmp_path / "store"))
     monkeypatch.setenv("MIXLAB_OFFLINE", "1")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MIXLAB_ROOT", str(tmp_path))
     return tmp_path
 
 

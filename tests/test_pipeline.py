@@ -1,5 +1,8 @@
 """make reproduce: skip unchanged notebooks, stop on a failure naming it, keep earlier results."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -26,7 +29,8 @@ claims.write(results_dir, "{name}", [v], profile=profile)
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXLAB_ROOT", str(tmp_path))
     (tmp_path / "notebooks" / "params" / "smoke").mkdir(parents=True)
     (tmp_path / "mixlab").mkdir()
     names = ["first", "second", "third"]
@@ -41,7 +45,7 @@ def test_script_runner_runs_skips_and_summarizes(project):
     first = pipeline.reproduce("smoke", runner="script", root=project)
     assert [r["status"] for r in first] == ["ran"] * 3
     summary = project / "runs" / "smoke" / "results" / "summary.md"
-    assert "| first | x | 50.0 ± 0.0" in summary.read_text()
+    assert "| first | x | 50.0 | 40.0 | 30.0 | 1 |" in summary.read_text()  # one seed: no ± 0.0
     table = (project / "runs" / "smoke" / "results" / "claims.md").read_text()
     assert all(f"| Paper Tab. 1 | {n} > other | ACC | +10.3 ± 1.5 | 3 |" in table for n in ("first", "second", "third"))
     assert "3 held, 0 reversed, 0 undecided of 3 claims." in table
@@ -110,3 +114,29 @@ def test_readme_blocks_are_filled_from_result_files(tmp_path):
     (tmp_path / "results" / "exp" / "table.md").write_text("| run | ACC |\n|---|---|\n| x | 61.0 |\n")
     assert pipeline.fill_readme(readme, tmp_path) == 1  # refilled, not appended
     assert "61.0" in readme.read_text() and "50.0" not in readme.read_text()
+
+
+def test_summary_without_tables_lists_the_timings(tmp_path):
+    summary = pipeline.write_summary(tmp_path / "results", "smoke", [{"notebook": "em_elbo_primer", "status": "skipped"}])
+    text = summary.read_text()
+    assert "No results table" in text and "| em_elbo_primer | skipped |" in text
+    assert "plumbing check" in text
+    assert not (tmp_path / "results" / "summary.csv").exists()
+
+
+def test_only_the_primer_exits_0_and_writes_its_outputs(repo, tmp_path):
+    """`reproduce --only em_elbo_primer`: no results table exists, which must not fail the run;
+    the skipped re-run must not either. MIXLAB_ROOT keeps every output under tmp_path."""
+    env = {**os.environ, "MIXLAB_ROOT": str(tmp_path), "PYTHONPATH": str(repo)}
+    cmd = [sys.executable, "-m", "mixlab", "reproduce", "--profile", "smoke", "--only", "em_elbo_primer"]
+    first = subprocess.run(cmd, cwd=repo / "notebooks", env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    smoke = tmp_path / "runs" / "smoke"
+    assert json.loads((smoke / "results" / "em_elbo_primer" / "checks.json").read_text())
+    assert list((smoke / "figures").glob("em_elbo_primer_*.png"))
+    assert (smoke / "notebooks" / "em_elbo_primer.ipynb").is_file()
+    assert "| em_elbo_primer | ran |" in (smoke / "results" / "summary.md").read_text()
+    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "unchanged, skipped" in again.stdout
+    assert "| em_elbo_primer | skipped |" in (smoke / "results" / "summary.md").read_text()

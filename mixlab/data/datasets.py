@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from mixlab import paths
+
 from . import cifar, folder, idx, imagenet_dog, stl10, synthetic
 
 
@@ -73,7 +75,7 @@ class Loader:
     fix: str = ""  # the command or step that provides them
     subdirs: tuple[str, ...] = ()  # tried under each base folder before the base itself
     system: tuple[str, ...] = ()  # folders installed by distribution packages
-    download: str | None = None  # torchvision.datasets class fetched into ./data when missing
+    download: str | None = None  # torchvision.datasets class fetched into data/ when missing
     cache: bool = True
 
     def __call__(self, root: str | os.PathLike | None = None, *, verify: bool = True) -> Dataset:
@@ -87,12 +89,13 @@ class Loader:
         return Dataset(name=self.name, classes=list(self.classes), source=source, **parts)
 
     def candidates(self, root: str | os.PathLike | None) -> list[Path]:
-        """Folders searched, in order: `root` alone if given, else $MIXLAB_DATA, ./data, system."""
+        """Folders searched, in order: `root` alone if given, else $MIXLAB_DATA, the workbook's data/
+        (:func:`mixlab.paths.resolve`, not the working directory), system."""
         env = os.environ.get("MIXLAB_DATA")
         if root is not None:
             bases = [Path(root)]
         else:
-            bases = ([Path(env)] if env else []) + [Path("data")]
+            bases = ([Path(env)] if env else []) + [paths.resolve("data")]
         dirs = []
         for base in map(Path.absolute, bases):
             dirs += [base / s for s in self.subdirs] + [base]
@@ -107,7 +110,7 @@ class Loader:
         found = self._first(dirs)
         note = ""
         if found is None and root is None and self.download and not os.environ.get("MIXLAB_OFFLINE"):
-            note = _download(self.download, Path("data").absolute())
+            note = _download(self.download, paths.resolve("data"))
             found = self._first(dirs)
         if found is None:
             raise FileNotFoundError(f"{self.name}: {self.need} not found in any of: "
@@ -142,8 +145,8 @@ def _download(cls_name: str, base: Path) -> str:
 
 
 def _tv(cls_name: str) -> str:
-    """The shell command that downloads a dataset into ./data through torchvision."""
-    return f"python -c \"import torchvision; torchvision.datasets.{cls_name}('data', download=True)\""
+    """The shell command that downloads a dataset into the workbook's data/ through torchvision."""
+    return f"python -c \"import torchvision; torchvision.datasets.{cls_name}('{paths.resolve('data')}', download=True)\""
 
 
 _IDX_NEED = "the 4 IDX .gz files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, " \
@@ -196,7 +199,7 @@ def load(name: str, *, subset: int | None = None, seed: int = 0,
     decoded at `image_size` (default 32) with `channels` (1, 3, None = automatic), unreadable files
     an error unless `skip_unreadable`; there `subset` only caps the number of images.
 
-    Files are searched in `root` alone when given, else in $MIXLAB_DATA, ./data, then the
+    Files are searched in `root` alone when given, else in $MIXLAB_DATA, the workbook's data/ (``mixlab.paths``), then the
     distribution package's folder; (Fashion-)MNIST is then fetched through torchvision unless
     $MIXLAB_OFFLINE is set. The whole dataset is cached in-process; each call returns a copy.
     `subset=n` keeps n indices drawn by a torch.Generator seeded with `seed`, sorted.
