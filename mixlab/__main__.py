@@ -95,6 +95,9 @@ def _evaluate(run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for option in ("out", "run", "params"):  # typed paths mean the shell's working directory
+        if getattr(args, option, None):
+            setattr(args, option, str(Path(getattr(args, option)).expanduser().absolute()))
     try:
         if args.command == "list":
             from mixlab.data import dataset_names
@@ -123,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[predict] {len(rows)} images assigned to {rows['cluster'].nunique()} clusters -> {args.out}")
             return 0
         if args.command == "eval":
-            print(json.dumps(_evaluate(Path(args.run).absolute()), indent=2))
+            print(json.dumps(_evaluate(Path(args.run)), indent=2))
             return 0
         cfg = _config(args)
         if args.command == "config":
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        result = engine.train(cfg, Path(args.out).absolute(), resume=args.resume)
+        result = engine.train(cfg, args.out, resume=args.resume)
         from mixlab import distributed
         distributed.shutdown()  # only after success: a failed rank must not wait at a barrier
         keys = ("acc", "nmi", "ari", "ami") if "acc" in result else ("n_nonempty", "max_cluster_frac", "objective")

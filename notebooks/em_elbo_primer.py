@@ -940,7 +940,8 @@ fig, axes = plt.subplots(2, 3, figsize=(9, 5.6), sharex=True, sharey=True)
 for r, (name, hmap) in enumerate(maps.items()):
     for j in range(3):
         cs = axes[r, j].contourf(gx, gy, hmap[:, j].reshape(80, 80), levels=np.linspace(0, 1, 11), cmap="viridis")
-        axes[r, j].set_title(f"{name}, j={j}\nI/V = {float((I_raw if r == 0 else I_norm)[j]):.2f}", fontsize=8)
+        axes[r, j].set_title(f"j={j}, I/V = {float((I_raw if r == 0 else I_norm)[j]):.2f}", fontsize=8)
+    axes[r, 0].set_ylabel(name, fontsize=8)
 fig.colorbar(cs, ax=axes, shrink=0.8)
 viz.savefig(fig, "em_elbo_primer_nmm_densities", figures_dir=figures_dir, profile=profile, seed=seed)
 plt.show()

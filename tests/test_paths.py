@@ -22,3 +22,12 @@ def test_data_search_and_caches_use_the_root(tmp_path, monkeypatch, repo):
     monkeypatch.chdir(repo / "notebooks")
     assert DATASETS["fashion-mnist"].candidates(None)[0] == tmp_path / "data" / "fashion-mnist"
     assert bottleneck.cache_file().parent == tmp_path / "data" / bottleneck.NAME
+
+
+def test_cli_paths_are_taken_from_the_shell_working_directory(tmp_path, monkeypatch, capsys):
+    from mixlab.__main__ import main
+
+    monkeypatch.setenv("MIXLAB_ROOT", str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--method", "toy", "--profile", "smoke", "--out", "here"]) == 0
+    assert (tmp_path / "here" / "metrics.json").is_file() and not (tmp_path / "root" / "here").exists()
