@@ -124,6 +124,7 @@ def test_summary_without_tables_lists_the_timings(tmp_path):
     assert not (tmp_path / "results" / "summary.csv").exists()
 
 
+@pytest.mark.slow
 def test_only_the_primer_exits_0_and_writes_its_outputs(repo, tmp_path):
     """`reproduce --only em_elbo_primer`: no results table exists, which must not fail the run;
     the skipped re-run must not either. MIXLAB_ROOT keeps every output under tmp_path."""
