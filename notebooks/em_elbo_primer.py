@@ -647,7 +647,9 @@ cert.at_most("3.mice Th.1: L~ <= log p(y|x) + log N - log nu + 4/tau", torch.cat
 # $\hat\mu_k=\sum_{n:\hat z_n=k}v_{y_n,k}$. Stationarity has **two** solutions, the maximum and the minimum on the sphere.
 # Cauchy–Schwarz picks one: $\hat\mu_k^\top\mu_k\le\|\hat\mu_k\|$ with equality iff $\mu_k=+\hat\mu_k/\|\hat\mu_k\|$, the root with
 # $\lambda>0$ — Eq. (13). It needs $\hat\mu_k\neq0$: for an **empty cluster** (or members that cancel) the objective is constant
-# in $\mu_k$ and there is no maximiser; `mice.analytical_mu` then keeps the previous prototype and flags the cluster.
+# in $\mu_k$ and there is no maximiser; `mice.analytical_mu` then sets $\mu_k=0$ and flags the cluster (as the authors'
+# code does: the class term $v^\top\mu_k$ becomes neutral, so points can return and the next Eq. 13 re-estimates it;
+# `empty_mu="keep"` keeps the stale prototype instead).
 # Checks: Eq. 13 equals a numerical maximiser (L-BFGS) of the objective built from `mice.expert_log_likelihood`
 # (A2: `queue=None`), the tangential gradient vanishes there, $-\hat\mu/\|\hat\mu\|$ is the minimum, the empty-cluster rule,
 # and with the queue (A2 dropped) Eq. 13 is *not* the maximiser any more.
@@ -690,7 +692,9 @@ counts_e[0] = 0  # an empty cluster
 sums_e = sums.clone()
 sums_e[0] = 0.0
 mu_e, empty_e = mice.analytical_mu(sums_e, counts_e, mu)
-cert.equal("3.mice Eq.13: an empty cluster keeps its previous prototype", (mu_e[0] - unit(mu[0])).abs().max() + (~empty_e[0]).double(), 1e-12)
+cert.equal("3.mice Eq.13: an empty cluster gets mu_k = 0 (default, neutral class term)", mu_e[0].abs().max() + (~empty_e[0]).double(), 1e-12)
+mu_keep, _ = mice.analytical_mu(sums_e, counts_e, mu, empty_mu="keep")
+cert.equal("3.mice Eq.13: empty_mu='keep' keeps the previous prototype", (mu_keep[0] - unit(mu[0])).abs().max(), 1e-12)
 mu_num_q = numerical_argmax(queue=unit(torch.randn(64, K, d, generator=gen, dtype=f64)))
 print(f"   with a queue (A2 dropped) the argmax moves away from Eq. 13: 1 - cos = {float((1 - (mu13 * mu_num_q).sum(1)).max()):.2e}")
 
