@@ -103,9 +103,10 @@ def cluster_sizes(y_pred, K: int | None = None) -> np.ndarray:
 
 
 def silhouette_cosine(embedding, y_pred) -> float:
-    """Mean silhouette (Rousseeuw 1987) of a partition under cosine distance: the label-free
-    score mixlab selects hyper-parameters by (``benchmarks/select_hparams.py``); no ground truth
-    is involved. ``nan`` when the partition has fewer than two non-empty clusters."""
+    """Mean silhouette (Rousseeuw 1987) of a partition under cosine distance, a label-free
+    diagnostic logged with every evaluation (not used to choose settings: over MiCE's and MoCo's
+    grids it was anti-correlated with ACC). ``nan`` when the partition has fewer than two
+    non-empty clusters."""
     p = _labels(y_pred, "y_pred")
     emb = np.asarray(embedding.detach().cpu() if hasattr(embedding, "detach") else embedding, dtype=np.float64)
     if emb.shape[0] != p.size:

@@ -33,7 +33,10 @@
 # instance-level loss, and with CC's cluster representation r_k = [π_1(k), …, π_B(k)] (Eq. 6, top),
 # which is indexed by batch position. Everything the supplement leaves open (the form of q and of
 # the query, temperatures, α, the queue, the EMA rate, the symmetric NT-Xent over clusters) is a
-# field of `TCC.Config` marked "mixlab's choice"; see `mixlab/methods/tcc.py`. Three of those choices
+# field of `TCC.Config` marked "mixlab's choice"; see `mixlab/methods/tcc.py`. The supplement follows
+# MiCE, so the optimisation, the instance temperature τ = 1.0, the queue and the EMA rate are MiCE's
+# App. D settings, adapted to each profile's batch, epochs and data size by the rules written in
+# `mixlab/profiles/tcc.yaml` (the cluster temperature is CC's 1.0). Three choices
 # keep q(k|x) informative, each fixed by a rule before any run:
 #
 # * the KL to the uniform prior acts on the **batch-marginal** q̄ (`kl="marginal"`). Averaged over the

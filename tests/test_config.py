@@ -118,3 +118,33 @@ def test_cpu_and_gpu_profiles_train_on_all_70000_images(method):
     for profile in ("cpu", "gpu"):
         train = resolve(method, profile).train
         assert train.dataset == "fashion-mnist" and train.subset is None, (method, profile)
+
+
+# ---- issue 14, item 12: every default is the paper's, or derived from it by a stated rule ----------
+@pytest.mark.parametrize("method", ["mice", "moco", "tcc"])
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "paper"])
+def test_mice_family_settings_follow_app_d_rules(method, profile):
+    """MiCE App. D (and MoCo, TCC, which follow it): lr 1.0 at batch 256 scaled linearly, steps at
+    48/64/80 % of the epochs, EMA window of 5.1 epochs (m = 1 - 195 / (1000 S)), tau = 1."""
+    cfg = resolve(method, profile)
+    t, p = cfg.train, cfg.params
+    assert t.lr == pytest.approx(t.batch_size / 256, rel=0.01)
+    assert t.schedule == "step" and t.milestones == [round(f * t.epochs) for f in (0.48, 0.64, 0.8)]
+    n = 50_000 if t.dataset == "cifar10" else 70_000
+    assert p.teacher_momentum == pytest.approx(1 - 195 / (1000 * (n // t.batch_size)), abs=1.5e-4)
+    assert (p.instance_temperature if method == "tcc" else p.tau) == 1.0
+    assert t.weight_decay == 1e-4 and t.momentum == 0.9 and t.warmup_epochs == 0
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])
+def test_nmm_uses_the_papers_learning_rates(profile):
+    p = resolve("nmm", profile).params  # §8.2: Adam 5e-5 (EM) / 1e-4 (consistency), batch 128
+    assert (p.lr_em, p.lr_consistency, p.density_gamma) == (5e-5, 1e-4, 5.0)
+
+
+def test_no_profile_setting_cites_a_score_based_selection():
+    from importlib.resources import files
+    for f in files("mixlab.profiles").iterdir():
+        if f.name.endswith(".yaml"):
+            text = f.read_text().lower()
+            assert "silhouette" not in text and "results/selection" not in text, f.name

@@ -47,9 +47,9 @@ Where the paper is silent (mixlab's choices):
   random unit vectors (MoCo's choice; identical across experts under A4, as A4's keys are).
 * Eq. (10) prints Z in the numerator and Ẑ in the denominator; we read it as Ẑ in both, the only
   reading under which q sums to 1.
-* Profiles: the paper's τ = κ = 1 and lr 1.0 are kept for ``paper``; ``smoke``/``cpu`` use 16 px
-  Fashion-MNIST, τ = κ = 1, lr 0.05, m = 0.99: τ and lr chosen without labels (best cosine
-  silhouette over a τ x lr grid at the cpu budget, ``results/selection/mice-cpu.md``).
+* Profiles (``mixlab/profiles/mice.yaml``): App. D's τ = κ = 1, SGD 0.9 / 1e-4; lr, schedule,
+  EMA momentum and queue derived from App. D for each profile's batch, epochs and data size by the
+  rules written in that file.
 """
 from __future__ import annotations
 

@@ -92,17 +92,19 @@ class TCC(Method):
         #                                 of log p(i|x,c)). True: one eps per image shared by everything
         alpha: float = 1.0              # z = L2N(sum_k c_k mu_k + alpha v): image vs. cluster in the query
         #                                 (alpha=0 is the x-independent CC/VIB case, Eq. 5)
-        instance_temperature: float = 0.2  # tau of the instance likelihood (mixlab's choice; MiCE uses 1.0
-        #                                 for 1000+ epochs, short runs need a sharper one)
-        queue_size: int = 4096          # single-track queue of past keys (mixlab's choice)
-        teacher_momentum: float = 0.99  # EMA of the key encoder (mixlab's choice; MoCo/MiCE 0.999 for long runs)
+        instance_temperature: float = 1.0  # tau of the instance likelihood (MiCE App. D: 1.0; the supplement
+        #                                 follows MiCE and gives none)
+        queue_size: int = 16384         # single-track queue of past keys (MiCE App. D: 16384)
+        teacher_momentum: float = 0.999  # EMA of the key encoder (MiCE App. D / MoCo: 0.999; profiles derive
+        #                                 it for their steps per epoch, see mixlab/profiles/tcc.yaml)
         teacher_momentum_final: float | None = None  # None: constant; else m -> this by a half-cosine
         symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
         kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
         instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
         cluster_weight: float = 1.0     # weight of the cluster loss (0: TCC without the cluster level)
         cluster_repr: str = "tcc"       # "tcc": r_k = L2N(sum_i c_i(k) h_i) | "cc": r_k = c[:, k] (Eq. 6)
-        cluster_temperature: float = 0.5  # tau_c of the cluster NT-Xent (mixlab's choice; CC uses 1.0)
+        cluster_temperature: float = 1.0  # tau_c of the cluster NT-Xent (CC's 1.0: the supplement's cluster
+        #                                 contrast is CC's with TCC's r_k, §B.2.2; it gives no value)
         cluster_target: str = "online"  # view-2 r_k from the "online" network (symmetric, gradient both
         #                                 views) or the EMA "momentum" teacher (mixlab's choice)
         entropy_weight: float = 0.0     # optional -w * H(mean_i q(k|x_i)) anti-collapse term (off: not TCC)
