@@ -358,3 +358,23 @@ def test_smoke_run_logs_k_and_resumes_after_merging(tmp_path):
     assert a["mu"].shape == b["mu"].shape
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+
+def test_vmf_mixture_em_step_is_a_pure_function_dropping_empty_components():
+    """The E/M step on its own: two tight clusters on the sphere and a third centroid no point is
+    nearest to; the empty component is dropped, mu lands on the cluster means, kappa follows the mode."""
+    from mixlab.mixture.siammm import vmf_mixture_em_step
+
+    g = torch.Generator().manual_seed(0)
+    means = torch.eye(8)[:2]
+    z = F.normalize(torch.cat([means[0] + 0.05 * torch.randn(50, 8, generator=g),
+                               means[1] + 0.05 * torch.randn(50, 8, generator=g)]), dim=1)
+    centroids = torch.stack([means[0], means[1], -means[0] - means[1]])
+    fit = vmf_mixture_em_step(z, centroids, n_nearest=2, kappa_mode="mle")
+    assert fit["mu"].shape == (2, 8) and fit["assign"].shape == (100, 2)
+    assert torch.allclose(fit["mu"], means, atol=0.05)
+    torch.testing.assert_close(fit["log_frac"].exp(), torch.tensor([0.5, 0.5]))
+    capped = vmf_mixture_em_step(z, centroids, kappa_mode="mle", kappa_max=3.0)["kappa"]
+    assert capped.max() == 3.0 and fit["kappa"].min() > 3.0
+    assert torch.equal(vmf_mixture_em_step(z, centroids, kappa_mode="constant", kappa_const=7.0)["kappa"],
+                       torch.full((2,), 7.0))

@@ -54,18 +54,20 @@ from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.lars import LARS
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
 from mixlab.methods.momentum import MomentumTeacher, check_teacher_momentum, make_teacher
-from mixlab.mixture.kmeans import assign_nearest, spherical_kmeans
+from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.merge import distance_threshold, merge_clusters
 from mixlab.mixture.siammm import (
     INSTANCE_LOSSES,
+    KAPPA_MODES,
     cluster_loss,
     log_assignment_weights,
     nce1_loss,
     nce2_loss,
     symmetric_instance_loss,
+    vmf_mixture_em_step,
     vmf_mixture_log_posterior,
 )
-from mixlab.mixture.vmf import pca_kappa, vmf_log_normalizer, vmf_mle
+from mixlab.mixture.vmf import vmf_log_normalizer
 from mixlab.nets import ProjectionHead, build_backbone
 from mixlab.precision import full_precision
 
@@ -154,7 +156,7 @@ class SiamMMConfig:
             check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
         check_positive("method.kappa_max", self.kappa_max)
         check_choice("method.alpha_mode", self.alpha_mode, ("uniform", "size"))
-        check_choice("method.kappa_mode", self.kappa_mode, ("mle", "pca", "shared", "constant"))
+        check_choice("method.kappa_mode", self.kappa_mode, KAPPA_MODES)
         check_choice("method.mstep", self.mstep, ("hard", "soft"))
         check_choice("method.cluster_features", self.cluster_features, ("momentum", "online"))
         check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
@@ -365,44 +367,13 @@ class SiamMM(Method):
         return spherical_kmeans(z, K, iters=cfg.kmeans_iters, seed=self._seed(), init=previous)[0]
 
     def _estep_mstep(self, z: torch.Tensor, centroids: torch.Tensor) -> None:
-        """E-step: A(x) = the H nearest centroids (faiss); M-step: mu (Eq. 5-6), kappa (Eq. 7 / 16)."""
+        """E- and M-step of the vMF mixture (:func:`mixlab.mixture.siammm.vmf_mixture_em_step`)."""
         cfg = self.cfg
-        centroids = F.normalize(torch.as_tensor(centroids).float(), dim=1)
-        _, nearest = assign_nearest(z, centroids, 1)
-        counts = torch.bincount(nearest[:, 0], minlength=len(centroids))
-        centroids = centroids[counts > 0]   # a component without members has no MLE (Eq. 5): dropped
-        K = len(centroids)
-        H = min(cfg.n_nearest, K)
-        sims, idx = assign_nearest(z, centroids, H)           # [N, H], best first
-        labels = idx[:, 0]
-        if cfg.mstep == "soft":                               # p(k|v) = pi_k(v) over the H nearest (Eq. 10)
-            log_alpha = torch.zeros_like(sims)
-            if cfg.alpha_mode == "size":
-                frac = torch.bincount(labels, minlength=K).double() / len(z)
-                log_alpha = frac.log()[idx].float()
-            pi = torch.softmax(log_alpha + sims / cfg.tau, dim=1)
-            weights = torch.zeros(len(z), K, dtype=torch.float64)
-            weights.scatter_(1, idx, pi.double())
-            mu, kappa = vmf_mle(z.double(), weights)
-            if cfg.kappa_mode in ("pca", "shared"):
-                kappa = pca_kappa(z.double(), weights, n_components=cfg.pca_dim)
-            mass = weights.sum(0)
-        else:
-            mu, kappa = vmf_mle(z.double(), labels=labels, K=K)  # Eq. 5-7 with one-hot p(k|v)
-            if cfg.kappa_mode in ("pca", "shared"):
-                kappa = pca_kappa(z.double(), labels=labels, K=K, n_components=cfg.pca_dim)  # Eq. 16
-            mass = torch.bincount(labels, minlength=K).double()
-        if cfg.kappa_mode == "shared":
-            kappa = torch.full((K,), float(kappa.mean()), dtype=torch.float64)
-        if cfg.kappa_mode == "constant":
-            kappa = torch.full((K,), cfg.kappa_const, dtype=torch.float64)
-        if cfg.kappa_max is not None:
-            kappa = kappa.clamp(max=cfg.kappa_max)
-        dev = self.mu.device
-        self._buffers["mu"] = F.normalize(mu.float(), dim=1).to(dev)
-        self._buffers["kappa"] = kappa.float().to(dev)
-        self._buffers["log_frac"] = (mass / mass.sum()).clamp_min(1e-12).log().float().to(dev)
-        self._buffers["assign"] = idx.to(dev)
+        fit = vmf_mixture_em_step(z, centroids, n_nearest=cfg.n_nearest, mstep=cfg.mstep, alpha_mode=cfg.alpha_mode,
+                                  tau=cfg.tau, kappa_mode=cfg.kappa_mode, pca_dim=cfg.pca_dim,
+                                  kappa_const=cfg.kappa_const, kappa_max=cfg.kappa_max)
+        for name, value in fit.items():
+            self._buffers[name] = value.to(self.mu.device)
 
     def _stats(self) -> dict:
         k = self.kappa

@@ -8,7 +8,9 @@ merging (Eq. 11) in :mod:`mixlab.mixture.merge`, k-means / nearest-centroid sear
 * :func:`log_assignment_weights`: the soft-assignment weights pi_k(v) of Eq. 10 (log space);
 * :func:`cluster_loss`: the negative log-likelihood L^H of Eq. 9 over the H nearest centroids;
 * :func:`nce1_loss` (Eq. 14, negative centroids) and :func:`nce2_loss` (Eq. 15, negative instances);
-* :func:`vmf_mixture_log_posterior`: log p(k | z) of the vMF mixture (Eq. 2-3), for ``predict``.
+* :func:`vmf_mixture_log_posterior`: log p(k | z) of the vMF mixture (Eq. 2-3), for ``predict``;
+* :func:`vmf_mixture_em_step`: the epoch's E-step (H nearest centroids, Eq. 9-10) and M-step (mu of
+  Eq. 5-6, kappa of Eq. 7 or 16 and its modes, mixing weights) on the clustered embeddings.
 
 Every loss returns one value per sample (``[B]``); the caller averages. Everything is in log
 space (``logsumexp``, ``log_softmax``), so kappa in the hundreds does not overflow.
@@ -20,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.vmf import vmf_log_normalizer
+from mixlab.mixture.kmeans import assign_nearest
+from mixlab.mixture.vmf import pca_kappa, vmf_log_normalizer, vmf_mle
 
 __all__ = [
     "INSTANCE_LOSSES",
@@ -31,7 +34,11 @@ __all__ = [
     "nce1_loss",
     "nce2_loss",
     "vmf_mixture_log_posterior",
+    "KAPPA_MODES",
+    "vmf_mixture_em_step",
 ]
+
+KAPPA_MODES = ("mle", "pca", "shared", "constant")
 
 INSTANCE_LOSSES = ("byol", "cosine", "infonce", "none")
 
@@ -204,3 +211,51 @@ def vmf_mixture_log_posterior(z: Tensor, mu: Tensor, kappa: Tensor, log_weights:
         logc = vmf_log_normalizer(kappa_dim or z.shape[1], kappa.detach().double()).to(logits)
         logits = logits + logc[None, :]
     return torch.log_softmax(logits, dim=1)
+
+
+def vmf_mixture_em_step(z: Tensor, centroids: Tensor, *, n_nearest: int = 5, mstep: str = "hard",
+                        alpha_mode: str = "uniform", tau: float = 0.02, kappa_mode: str = "pca",
+                        pca_dim: int = 150, kappa_const: float = 10.0,
+                        kappa_max: float | None = None) -> dict[str, Tensor]:
+    """One E/M step of the vMF mixture on L2-normalised embeddings ``z`` ``[N, d]`` (CPU).
+
+    E-step: components without a nearest member are dropped (no MLE, Eq. 5); A(x) = the H nearest
+    of the remaining K centroids (``assign``, ``[N, H]`` best first); p(k|v) is one-hot on the
+    nearest (``mstep="hard"``) or pi_k(v) of Eq. 10 over A(x) (``"soft"``, with alpha_k uniform or
+    the cluster's fraction of the data). M-step: mu_k (Eq. 5-6) and kappa_k by Eq. 7 (``"mle"``),
+    Eq. 16 (``"pca"``), the mean of the Eq. 16 estimates (``"shared"``) or ``kappa_const``
+    (``"constant"``), capped at ``kappa_max``; log_frac = log of each component's share of p(k|v).
+    Returns float32 ``mu`` ``[K, d]`` (unit rows), ``kappa`` ``[K]``, ``log_frac`` ``[K]`` and ``assign``.
+    """
+    centroids = F.normalize(torch.as_tensor(centroids).float(), dim=1)
+    _, nearest = assign_nearest(z, centroids, 1)
+    counts = torch.bincount(nearest[:, 0], minlength=len(centroids))
+    centroids = centroids[counts > 0]
+    K = len(centroids)
+    sims, idx = assign_nearest(z, centroids, min(n_nearest, K))
+    labels = idx[:, 0]
+    if mstep == "soft":
+        log_alpha = torch.zeros_like(sims)
+        if alpha_mode == "size":
+            frac = torch.bincount(labels, minlength=K).double() / len(z)
+            log_alpha = frac.log()[idx].float()
+        pi = torch.softmax(log_alpha + sims / tau, dim=1)
+        weights = torch.zeros(len(z), K, dtype=torch.float64)
+        weights.scatter_(1, idx, pi.double())
+        mu, kappa = vmf_mle(z.double(), weights)
+        if kappa_mode in ("pca", "shared"):
+            kappa = pca_kappa(z.double(), weights, n_components=pca_dim)
+        mass = weights.sum(0)
+    else:
+        mu, kappa = vmf_mle(z.double(), labels=labels, K=K)
+        if kappa_mode in ("pca", "shared"):
+            kappa = pca_kappa(z.double(), labels=labels, K=K, n_components=pca_dim)
+        mass = torch.bincount(labels, minlength=K).double()
+    if kappa_mode == "shared":
+        kappa = torch.full((K,), float(kappa.mean()), dtype=torch.float64)
+    if kappa_mode == "constant":
+        kappa = torch.full((K,), kappa_const, dtype=torch.float64)
+    if kappa_max is not None:
+        kappa = kappa.clamp(max=kappa_max)
+    return {"mu": F.normalize(mu.float(), dim=1), "kappa": kappa.float(),
+            "log_frac": (mass / mass.sum()).clamp_min(1e-12).log().float(), "assign": idx}
