@@ -34,9 +34,13 @@ def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):
     assert metrics["ranks_in_sync"] is True
     assert metrics["provenance"]["world_size"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["loss"] < log[0]["loss"]
     if method == "siammm":  # K changed while the ranks stayed identical
+        # Eq. 13's cluster term is scaled by the epoch's kappa and K changes, so SiamMM's total loss
+        # is not comparable across epochs (issue 14, item 3); it must stay finite
+        assert all(abs(row["loss"]) < float("inf") for row in log)
         assert log[-1]["K"] < log[0]["K"] == 30
+    else:
+        assert log[-1]["loss"] < log[0]["loss"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
         ["assignments.csv", "checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "predictions.npz"]
 
@@ -80,6 +84,8 @@ def test_ddp_run_killed_then_resumed_matches_uninterrupted(tmp_path):
     resumed = _torchrun([*args, "--out", str(part), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     logs = [[json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()] for run in (full, part)]
-    assert logs[0] == [dict(r, seconds=logs[0][i]["seconds"]) for i, r in enumerate(logs[1])]
+    clocks = ("seconds", "train_seconds", "eval_seconds")  # wall time differs between any two runs
+    assert [{k: v for k, v in r.items() if k not in clocks} for r in logs[0]] == \
+        [{k: v for k, v in r.items() if k not in clocks} for r in logs[1]]
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (full, part)]
     assert metrics[0]["acc"] == metrics[1]["acc"] and metrics[1]["ranks_in_sync"] is True
