@@ -183,27 +183,47 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         print(f"[reproduce] {name}: done in {seconds} s", flush=True)
         records.append(record)
     results_dir = paths.resolve(output_dirs(profile)["results_dir"])
-    write_summary(results_dir, profile, records)
+    write_summary(results_dir, profile, with_earlier_runs(records, names, state_dir))
     claims.write_table(results_dir, profile)
     if profile == "cpu":
         fill_readme(root / "README.md", paths.root())
     return records
 
 
+def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path) -> list[dict]:
+    """One timing row per manifest notebook: this call's record where it ran, else the last run's
+    stamp (so ``--only`` and skipped re-runs keep the other notebooks' times), else "not run"."""
+    mine = {r["notebook"]: r for r in records if r["status"] == "ran"}
+    rows = []
+    for name in names:
+        stamp = state_dir / f"{name}.json"
+        if name in mine:
+            rows.append(mine[name])
+        elif stamp.is_file():
+            earlier = json.loads(stamp.read_text())
+            commit = earlier.get("provenance", {}).get("commit", "?")
+            rows.append({"notebook": name, "status": f"earlier run (commit {commit})", "seconds": earlier.get("seconds")})
+        else:
+            rows.append({"notebook": name, "status": "not run"})
+    return rows
+
+
+NOT_PRODUCED = "_not yet produced by `make reproduce` on the current profiles_"
 README_BLOCK = re.compile(r"(<!-- begin (?P<path>\S+) .*?-->\n)(?P<body>.*?)(<!-- end (?P=path) -->)", re.S)
 
 
 def fill_readme(readme: Path, root: Path = REPO) -> int:
     """Replace the body of every ``<!-- begin PATH ... -->`` / ``<!-- end PATH -->`` block of the
     README with the file ``root/PATH`` a notebook or the pipeline wrote; a block whose file does
-    not exist yet keeps its text. Returns the number of blocks filled."""
+    not exist (any more) says so, so no table outlives the results it was copied from. Returns the
+    number of blocks filled."""
     text, filled = readme.read_text(), 0
 
     def body(match: re.Match) -> str:
         nonlocal filled
         source = root / match["path"]
         if not source.is_file():
-            return match[0]
+            return match[1] + NOT_PRODUCED + "\n" + match[4]
         filled += 1
         return match[1] + source.read_text().rstrip() + "\n" + match[4]
 

@@ -110,10 +110,13 @@ def test_readme_blocks_are_filled_from_result_files(tmp_path):
                       "<!-- end results/claims.md -->\n")
     assert pipeline.fill_readme(readme, tmp_path) == 1
     text = readme.read_text()
-    assert "| x | 50.0 |\n<!-- end results/exp/table.md -->\ntext\n" in text and "_not yet run_\n<!-- end results/claims.md" in text
+    assert "| x | 50.0 |\n<!-- end results/exp/table.md -->\ntext\n" in text and f"{pipeline.NOT_PRODUCED}\n<!-- end results/claims.md" in text
     (tmp_path / "results" / "exp" / "table.md").write_text("| run | ACC |\n|---|---|\n| x | 61.0 |\n")
     assert pipeline.fill_readme(readme, tmp_path) == 1  # refilled, not appended
     assert "61.0" in readme.read_text() and "50.0" not in readme.read_text()
+    (tmp_path / "results" / "exp" / "table.md").unlink()  # results deleted: the stale table goes too
+    pipeline.fill_readme(readme, tmp_path)
+    assert "61.0" not in readme.read_text() and pipeline.NOT_PRODUCED in readme.read_text()
 
 
 def test_summary_without_tables_lists_the_timings(tmp_path):
@@ -141,3 +144,14 @@ def test_only_the_primer_exits_0_and_writes_its_outputs(repo, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "unchanged, skipped" in again.stdout
     assert "| em_elbo_primer | skipped |" in (smoke / "results" / "summary.md").read_text()
+
+
+def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
+    """`reproduce --only mice` must not erase the primer's time from summary.md: it comes from the stamp."""
+    state = tmp_path / ".pipeline"
+    state.mkdir()
+    (state / "em_elbo_primer.json").write_text(json.dumps({"seconds": 41.5, "provenance": {"commit": "abc1234"}}))
+    rows = pipeline.with_earlier_runs([{"notebook": "mice", "status": "ran", "seconds": 600.0}],
+                                      ["em_elbo_primer", "mice", "tcc"], state)
+    assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
+        ("em_elbo_primer", "earlier run (commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
