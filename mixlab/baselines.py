@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixlab import io, paths
+from mixlab import cache, io, paths
 from mixlab.metrics import cluster_sizes, evaluate
 
 NAMES = ("k-means (pixels)", "PCA + k-means", "UMAP + k-means")
@@ -101,12 +101,12 @@ def compute(name: str, x: np.ndarray, y: np.ndarray, settings: Settings, seed: i
 
 def rows(settings: Settings, seeds=(0,), *, runs_dir: str | Path = "runs", names=NAMES) -> list[dict]:
     """Every baseline on every seed, each computed once and then read from its cache file."""
-    cache = paths.resolve(runs_dir) / "baselines" / f"{settings.dataset.replace(':', '_').replace('/', '_')}-{settings.key()}"
+    folder = paths.resolve(runs_dir) / "baselines" / f"{settings.dataset.replace(':', '_').replace('/', '_')}-{settings.key()}"
     out, data = [], None
     for name in names:
         for seed in seeds:
-            path = cache / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
-            if path.is_file():
+            path = folder / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
+            if cache.is_current(path, asdict(settings), field="settings"):
                 out.append(json.loads(path.read_text())["result"])
                 continue
             if data is None:

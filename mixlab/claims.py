@@ -143,6 +143,40 @@ def judge_rows(claim: Claim, rows: Sequence[dict], *, alpha: float = ALPHA) -> V
     return judge(claim, [by[claim.a][s] for s in seeds], [by[claim.b][s] for s in seeds], seeds=seeds, alpha=alpha)
 
 
+def versus_reference(rows: Sequence[dict], reference: str, paper: dict[str, float | None], *, source: str,
+                     metric: str = "acc", tie: float = 1.0, alpha: float = ALPHA) -> dict[str, Verdict]:
+    """Each ablation row against the ``reference`` row, with the claim the paper's numbers imply.
+
+    The rule, fixed before any run: with g = paper[row] - paper[reference] (paper values in
+    percentage points, metrics as fractions), g <= -tie
+    claims "row < reference", g >= +tie claims "row > reference", |g| < tie claims "row = reference"
+    (TOST with margin ``tie`` points). Rows the paper does not report (value None) are not judged.
+    """
+    if reference not in paper or paper[reference] is None:
+        raise ValueError(f"reference row {reference!r} needs a paper value; got {paper.get(reference)!r}")
+    verdicts = {}
+    for name, value in paper.items():
+        if name == reference or value is None:
+            continue
+        gap = value - paper[reference]
+        direction = "less" if gap <= -tie else "greater" if gap >= tie else "equal"
+        sign = {"less": "<", "greater": ">", "equal": "="}[direction]
+        claim = Claim(f"{name} {sign} {reference}", source, a=name, b=reference, direction=direction,
+                      metric=metric, margin=tie / 100)
+        verdicts[name] = judge_rows(claim, rows, alpha=alpha)
+    return verdicts
+
+
+def reference_column(names: Sequence[str], verdicts: dict[str, Verdict], reference: str) -> list[str]:
+    """Table column for :func:`versus_reference`: "reference", "<verdict> (A - B)" or "–" (not judged)."""
+    def cell(name):
+        if name == reference:
+            return "reference"
+        v = verdicts.get(name)
+        return "–" if v is None else f"{v.verdict} ({_num(v.effect_mean, v.claim.metric)})"
+    return [cell(n) for n in names]
+
+
 def write(results_dir: str | Path, experiment: str, verdicts: Sequence[Verdict], *, profile: str) -> Path:
     """Write a notebook's verdicts to ``results_dir/experiment/claims.json`` (with provenance)."""
     path = paths.resolve(results_dir) / experiment / "claims.json"

@@ -249,7 +249,7 @@ class Trainer:
         metrics = {} if self.s.labels is None else evaluate(self.s.labels, pred)
         sizes = cluster_sizes(pred, post.shape[1])
         metrics["n_nonempty"] = int((sizes > 0).sum())
-        metrics["max_cluster_frac"] = float(sizes.max() / len(pred))
+        metrics["max_cluster_frac"] = float(sizes.max() / len(pred))  # methods log theirs as <where>_max_cluster_frac
         idx = self.fixed_subsample()  # label-free model-selection score, on the same points every epoch
         metrics["silhouette"] = silhouette_cosine(self.map_dataset(method.embed, idx).cpu(), pred[idx])
         return metrics, post

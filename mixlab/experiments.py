@@ -2,7 +2,8 @@
 
 A run lives in ``runs_dir/<experiment>/<name>/seed<seed>/`` (checkpoints, logs, snapshots: git-ignored);
 its small files (metrics, config, log) are copied to ``results_dir/<experiment>/<name>-seed<seed>/``
-(committed); relative folders are taken from the workbook root (:mod:`mixlab.paths`). A run whose config is unchanged and finished is not trained again unless ``force``.
+(committed); relative folders are taken from the workbook root (:mod:`mixlab.paths`). A run whose config is unchanged
+and finished is not trained again unless ``force`` (:mod:`mixlab.cache`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from mixlab import config as config_mod
-from mixlab import engine, io, paths
+from mixlab import cache, engine, io, paths
 from mixlab.provenance import provenance
 
 METRICS = ("acc", "nmi", "ari", "ami")
@@ -29,8 +30,7 @@ def run(experiment: str, name: str, method: str, *, profile: str, seed: int, ove
     cfg = config_mod.resolve(method, profile, overrides)
     out = run_dir(experiment, name, seed, runs_dir)
     done = out / "metrics.json"
-    same = (out / "config.json").is_file() and json.loads((out / "config.json").read_text()) == cfg.to_dict()
-    if force or not (same and done.is_file()):
+    if force or not cache.is_current(out / "config.json", cfg.to_dict(), outputs=[done]):
         if out.exists():
             shutil.rmtree(out)
         engine.train(cfg, out)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from mixlab import claims, io, paths
+from mixlab import cache, claims, io, paths
 from mixlab.config import PROFILES, SMOKE_NOTE, ConfigError, load_yaml
 from mixlab.experiments import mean_std
 from mixlab.provenance import REPO, provenance
@@ -165,7 +165,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         params = parameters(name, profile, root)
         key = fingerprint(name, params, root)
         stamp = state_dir / f"{name}.json"
-        if not force and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+        if not force and cache.is_current(stamp, key, field="key"):
             print(f"[reproduce] {name}: unchanged, skipped (force with --force)", flush=True)
             records.append({"notebook": name, "status": "skipped"})
             continue

@@ -12,6 +12,7 @@ seed-to-seed variability in, and :func:`paired_t` gives the seed-level test besi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
@@ -19,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 
 from mixlab.metrics import contingency
 
-__all__ = ["matched_correct", "mcnemar", "paired_test", "pairwise_pvalues", "paired_t"]
+__all__ = ["matched_correct", "mcnemar", "paired_test", "pairwise_pvalues", "paired_t", "pvalue_report"]
 
 
 def matched_correct(y_true, y_pred) -> np.ndarray:
@@ -114,3 +115,33 @@ def paired_t(scores_a, scores_b) -> dict:
         return {"statistic": float("nan"), "p_value": float("nan"), "mean_diff": float(np.mean(a - b))}
     res = sps.ttest_rel(a, b)
     return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "mean_diff": float(np.mean(a - b))}
+
+
+def pvalue_report(rows: Sequence[dict], reference: str, *, profile: str):
+    """Markdown and table of :func:`pairwise_pvalues` for the methods of ``rows`` (supplement
+    Table 3 layout), then ``reference`` against each other method: pooled McNemar
+    (:func:`paired_test`) beside the paired t-test over seeds on ACC (:func:`paired_t`).
+    ``rows`` are :func:`mixlab.experiments.run` rows (``name``, ``seed``, ``acc``, ``run_dir``
+    holding ``predictions.npz``); returns ``(markdown, DataFrame)``."""
+    labels, preds, acc = {}, {}, {}
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        with np.load(Path(r["run_dir"]) / "predictions.npz") as z:
+            labels.setdefault(r["name"], []).append(z["labels"])
+            preds.setdefault(r["name"], []).append(z["posterior"].astype(np.float32).argmax(1))
+        acc.setdefault(r["name"], []).append(float(r["acc"]))
+    if reference not in preds:
+        raise ValueError(f"reference {reference!r} has no runs; known: {', '.join(preds)}")
+    y = labels[reference]
+    table = pairwise_pvalues(y, preds)
+    lines = ["| vs | " + " | ".join(table.columns) + " |", "|---" * (len(table.columns) + 1) + "|"]
+    lines += [f"| {a} | " + " | ".join("—" if a == b else f"{table.loc[a, b]:.2g}" for b in table.columns) + " |"
+              for a in table.index]
+    tests = []
+    for other in (n for n in preds if n != reference):
+        mc, tt = paired_test(y, preds[reference], preds[other]), paired_t(acc[reference], acc[other])
+        tests.append(f"{reference} vs {other}: McNemar b={mc['b']} c={mc['c']} p={mc['p_value']:.3g} ({mc['test']}); "
+                     f"paired t on ACC: mean diff {100 * tt['mean_diff']:+.1f} pt, p={tt['p_value']:.3g}")
+    seeds = sorted({int(r["seed"]) for r in rows})
+    md = (f"McNemar p-values (pooled over seeds {seeds}, profile {profile})\n\n" + "\n".join(lines)
+          + "\n\n" + "\n".join(f"- {t}" for t in tests) + "\n")
+    return md, table

@@ -72,25 +72,18 @@ for name, (method_over, _) in ROWS.items():
 # %% [markdown]
 # ## The table and the claims
 # Each row is a claim against full MiCE, paired over the seeds both ran (`mixlab.claims`: the
-# paired t-test over seeds decides at α = 0.05). The rule, fixed before any run: where the
+# paired t-test over seeds decides at α = 0.05). The rule (`claims.versus_reference`), fixed before any run: where the
 # paper's row is at least 1 point below MiCE's (42.2) the claim is "the row lowers ACC"; where it
 # is within 1 point ((d) 42.0, App. E 42.3) the claim is "the row matches MiCE" (equivalence,
 # margin 1 point). With one App. E seed its verdict stays undecided.
 
 # %%
-def claim_of(name):
-    paper_gap = ROWS[name][1] - ROWS["MiCE"][1]
-    if paper_gap <= -1:
-        return claims.Claim(f"{name} < full MiCE", "MiCE Tab. 3", a=name, b="MiCE", direction="less")
-    return claims.Claim(f"{name} = full MiCE", "MiCE Tab. 3 / App. E", a=name, b="MiCE", direction="equal")
-
-
-verdicts = {name: claims.judge_rows(claim_of(name), rows) for name in ROWS if name != "MiCE"}
+verdicts = claims.versus_reference(rows, "MiCE", {name: paper for name, (_, paper) in ROWS.items()},
+                                   source="MiCE Tab. 3 / App. E")
 claims.write(results_dir, "mice_ablations", list(verdicts.values()), profile=profile)
 table = experiments.summarize(rows)
 table["paper CIFAR-100 ACC"] = [ROWS[n][1] for n in table.index]
-table["verdict"] = ["reference" if n == "MiCE" else f"{verdicts[n].verdict} ({100 * verdicts[n].effect_mean:+.1f})"
-                    for n in table.index]
+table["verdict"] = claims.reference_column(table.index, verdicts, "MiCE")
 train = config.resolve("mice", profile, {"train": dict(base_overrides.get("train", {}))}).train
 table = first_try.beside(table, train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, "mice_ablations", profile=profile,

@@ -53,7 +53,7 @@ import time
 import matplotlib.pyplot as plt
 
 from mixlab import baselines as first_try
-from mixlab import config, evaluation, experiments, viz
+from mixlab import claims, config, evaluation, experiments, viz
 
 t0 = time.time()
 EXP = "siammm_ablations"
@@ -89,9 +89,10 @@ for name, (method_over, _) in ROWS.items():
 
 # %% [markdown]
 # ## The table
-# "Direction" compares each row's mean ACC with full SiamMM's: in the paper every change lowers the
-# ImageNet accuracy (the negative-sample variants only slightly). A difference within one standard
-# deviation (of the two rows, the larger) is reported as a tie. ACC is Hungarian at the row's final K;
+# Each row the paper reports is a claim against full SiamMM on ACC, paired over seeds, by the rule
+# `claims.versus_reference` shares with the MiCE ablations: a paper row at least 1 point below 73.2
+# claims "the row lowers ACC", one within 1 point claims "the row matches SiamMM" (equivalence,
+# margin 1 point); the paired t-test over seeds decides at α = 0.05. ACC is Hungarian at the row's final K;
 # NMI and AMI are less sensitive to K ≠ 10. The paper's own yardstick is the representation: the
 # linear-probe and k-NN columns (frozen backbone features) beside the "BYOL (no cluster term)" row
 # test its claim that the mixture improves the representation on the same budget.
@@ -99,19 +100,9 @@ for name, (method_over, _) in ROWS.items():
 # %%
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "linear_probe_acc", "knn_acc", "K_final"))
 table["paper ImageNet top-1"] = [ROWS[n][1] for n in table.index]
-full, full_std = table.loc["SiamMM", "acc_mean"], table.loc["SiamMM", "acc_std"]
-
-
-def direction(name):
-    if name == "SiamMM":
-        return ""
-    diff, tol = table.loc[name, "acc_mean"] - full, max(full_std, table.loc[name, "acc_std"])
-    if len(seeds) > 1 and abs(diff) <= tol:
-        return "tie"
-    return "lower" if diff < 0 else "higher"
-
-
-table["direction (ours)"] = [direction(n) for n in table.index]
+ablation_verdicts = claims.versus_reference(rows, "SiamMM", {name: paper for name, (_, paper) in ROWS.items()},
+                                            source="SiamMM Tab. 5-6")
+table["verdict"] = claims.reference_column(table.index, ablation_verdicts, "SiamMM")
 table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
@@ -120,7 +111,7 @@ experiments.write_table(table, results_dir, EXP, profile=profile,
                              "ImageNet top-1 of each row.")
 experiments.show_table(table, profile)
 print(table[["K_final_mean", "linear_probe_acc_mean", "knn_acc_mean", "paper ImageNet top-1",
-             "direction (ours)"]].to_string())
+             "verdict"]].to_string())
 
 # %%
 fig, ax = plt.subplots(figsize=(12, 3.8))
@@ -152,13 +143,12 @@ viz.savefig(fig, "siammm_ablations_k", figures_dir, experiment=EXP, profile=prof
 # α = 0.05 (`mixlab.claims`); the verdicts go to `results/claims.md`.
 
 # %%
-from mixlab import claims
-
 CLAIMS = [("SiamMM (soft, H nearest) > hard (H = 1)", "SiamMM Tab. 6", "H = 1 (hard)"),
           ("SiamMM (merging) > fixed K", "SiamMM Tab. 5", "fixed K"),
           ("SiamMM (mixture) > BYOL alone", "SiamMM §5.2", "BYOL (no cluster term)")]
-verdicts = [claims.judge_rows(claims.Claim(text, source, a="SiamMM", b=other, metric=metric), rows)
-            for text, source, other in CLAIMS for metric in ("linear_probe_acc", "knn_acc")]
+verdicts = list(ablation_verdicts.values()) + [
+    claims.judge_rows(claims.Claim(text, source, a="SiamMM", b=other, metric=metric), rows)
+    for text, source, other in CLAIMS for metric in ("linear_probe_acc", "knn_acc")]
 claims.write(results_dir, EXP, verdicts, profile=profile)
 experiments.show_markdown(claims.format_table(verdicts))
 

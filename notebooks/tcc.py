@@ -127,25 +127,7 @@ viz.savefig(fig, "tcc_variants", figures_dir, experiment=EXP, profile=profile, s
 # seeds) is printed beside it as the seed-level check. `mixlab.stats` holds both.
 
 # %%
-preds, labels = {}, {}
-for r in rows:
-    with np.load(f"{r['run_dir']}/predictions.npz") as z:
-        preds.setdefault(r["name"], []).append(z["posterior"].astype(np.float32).argmax(1))
-        labels.setdefault(r["name"], []).append(z["labels"])
-y = labels["tcc"]
-pvals = stats.pairwise_pvalues(y, preds)
-lines = ["| vs | " + " | ".join(pvals.columns) + " |", "|---" * (len(pvals.columns) + 1) + "|"]
-lines += [f"| {a} | " + " | ".join("—" if a == b else f"{pvals.loc[a, b]:.2g}" for b in pvals.columns) + " |"
-          for a in pvals.index]
-acc = {n: [r["acc"] for r in sorted((r for r in rows if r["name"] == n), key=lambda r: r["seed"])] for n in VARIANTS}
-tests = []
-for other in list(VARIANTS)[1:]:
-    mc = stats.paired_test(y, preds["tcc"], preds[other])
-    tt = stats.paired_t(acc["tcc"], acc[other])
-    tests.append(f"tcc vs {other}: McNemar b={mc['b']} c={mc['c']} p={mc['p_value']:.3g} ({mc['test']}); "
-                 f"paired t on ACC: mean diff {100 * tt['mean_diff']:+.1f} pt, p={tt['p_value']:.3g}")
-md = ("McNemar p-values (pooled over seeds " + str(seeds) + ", profile " + profile + ")\n\n" + "\n".join(lines)
-      + "\n\n" + "\n".join(f"- {t}" for t in tests) + "\n")
+md, pvals = stats.pvalue_report(rows, "tcc", profile=profile)
 io.write_text(f"{results_dir}/{EXP}/pvalues.md", md)
 io.write_text(f"{results_dir}/{EXP}/pvalues.csv", pvals.to_csv())
 experiments.show_markdown(md)
@@ -184,7 +166,7 @@ for r in rows:
     logs[r["name"]].append(viz.read_log(r["run_dir"]))
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 for name, per_seed in logs.items():
-    for ax, key in zip(axes, ("size_entropy", "size_max_frac", "loss")):
+    for ax, key in zip(axes, ("size_entropy", "train_max_cluster_frac", "loss")):
         vals = np.array([[row[key] for row in log] for log in per_seed])
         epochs = [row["epoch"] for row in per_seed[0]]
         ax.plot(epochs, vals.mean(0), marker=".", label=name)

@@ -83,3 +83,23 @@ def test_collect_and_table(tmp_path):
     assert "1 held, 0 reversed, 1 undecided of 2 claims." in text
     assert json.loads((tmp_path / "exp1" / "claims.json").read_text())["profile"] == "smoke"
     assert claims.write_table(tmp_path / "empty", "smoke") is None
+
+
+def test_ablations_are_judged_against_the_reference_by_the_paper_gap():
+    rng = np.random.default_rng(1)
+    base = 0.60 + rng.normal(0, 0.005, 4)
+    arms = {"ref": base, "worse": base - 0.05 + rng.normal(0, 0.002, 4), "same": base + rng.normal(0, 0.001, 4),
+            "new": base + 0.05}
+    rows = [{"name": n, "seed": s, "acc": float(v[s])} for n, v in arms.items() for s in range(4)]
+    paper = {"ref": 42.2, "worse": 40.0, "same": 41.5, "new": None}
+    verdicts = claims.versus_reference(rows, "ref", paper, source="Paper Tab. 3")
+    assert set(verdicts) == {"worse", "same"}                       # a row the paper lacks is not judged
+    assert verdicts["worse"].claim.direction == "less" and verdicts["worse"].verdict == "held"
+    assert verdicts["same"].claim.direction == "equal" and verdicts["same"].verdict == "held"
+    flipped = claims.versus_reference(rows, "ref", {**paper, "worse": 45.0}, source="Paper Tab. 3")
+    assert flipped["worse"].claim.direction == "greater" and flipped["worse"].verdict == "reversed"
+    column = claims.reference_column(["ref", "worse", "new"], verdicts, "ref")
+    assert verdicts["worse"].effect_mean == pytest.approx(-0.05, abs=0.003)
+    assert column == ["reference", f"held ({100 * verdicts['worse'].effect_mean:+.1f})", "–"]
+    with pytest.raises(ValueError, match="reference row 'ref' needs a paper value"):
+        claims.versus_reference(rows, "ref", {**paper, "ref": None}, source="Paper Tab. 3")

@@ -337,3 +337,22 @@ def test_mcnemar_matches_acc_and_detects_a_better_method():
     assert small["test"] == "exact binomial" and small["p_value"] == pytest.approx(0.25)
     table = stats.pairwise_pvalues(y, {"good": [good], "bad": [bad], "good2": [good]})
     assert np.isnan(table.loc["good", "good"]) and table.loc["good", "bad"] == table.loc["bad", "good"]
+
+
+def test_pvalue_report_reads_the_runs_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 1000)
+    rows = []
+    for name, p in (("tcc", 0.1), ("worse", 0.7)):
+        for seed in (0, 1):
+            pred = np.where(rng.random(y.size) < p, rng.integers(0, 5, y.size), y)
+            run = tmp_path / name / str(seed)
+            run.mkdir(parents=True)
+            np.savez(run / "predictions.npz", labels=y, posterior=np.eye(5, dtype=np.float16)[pred])
+            rows.append({"name": name, "seed": seed, "acc": cluster_acc(y, pred), "run_dir": str(run)})
+    md, table = stats.pvalue_report(rows, "tcc", profile="smoke")
+    assert table.loc["tcc", "worse"] < 1e-6 and np.isnan(table.loc["tcc", "tcc"])
+    assert md.startswith("McNemar p-values (pooled over seeds [0, 1], profile smoke)")
+    assert "- tcc vs worse: McNemar b=" in md and "paired t on ACC: mean diff +" in md
+    with pytest.raises(ValueError, match="reference 'moco' has no runs"):
+        stats.pvalue_report(rows, "moco", profile="smoke")

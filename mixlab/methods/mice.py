@@ -205,7 +205,7 @@ class MiCE(Method):
         self.mu_sum.copy_(ctx.all_reduce(self.mu_sum))
         counts = self.mu_count.clone()
         logs = {"n_empty_hard": float((counts == 0).sum()),
-                "max_hard_frac": float(counts.max() / counts.sum().clamp_min(1))}
+                "train_max_cluster_frac": float(counts.max() / counts.sum().clamp_min(1))}
         old = F.normalize(self.mu.detach().float(), dim=-1)
         if cfg.mu_update == "analytical":
             sums = self.mu_sum.clone()

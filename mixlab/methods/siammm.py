@@ -379,7 +379,7 @@ class SiamMM(Method):
         k = self.kappa
         frac = self.log_frac.exp()
         return {"K": int(self.mu.shape[0]), "kappa_mean": float(k.mean()), "kappa_min": float(k.min()),
-                "kappa_max": float(k.max()), "largest_cluster_frac": float(frac.max())}
+                "kappa_max": float(k.max()), "em_max_cluster_frac": float(frac.max())}
 
     # ---- inference ------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:

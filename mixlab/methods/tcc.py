@@ -225,7 +225,7 @@ class TCC(Method):
         p = counts / counts.sum().clamp_min(1)
         ent = -(p * torch.log(p.clamp_min(1e-12))).sum()
         return {"size_entropy": float(ent), "size_entropy_max": math.log(self.cfg.n_clusters),
-                "size_max_frac": float(p.max())}
+                "train_max_cluster_frac": float(p.max())}
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()
