@@ -568,7 +568,7 @@ cert.at_most("2.skm: posterior -> one-hot monotonically in kappa", np.array(gaps
 # `mixlab/mixture/mice.py`: `expert_logits` with the whole dataset as the queue gives every term of $Z$.
 
 # %%
-from mixlab.mixture import mice  # noqa: E402
+from mixlab.mixture import contrastive, mice  # noqa: E402
 
 rng, gen = rng_for("mice")
 unit = lambda a: torch.nn.functional.normalize(a, dim=-1)  # noqa: E731
@@ -721,7 +721,7 @@ for a3 in (False, True):
     tag = "with A3" if a3 else "A3 dropped"
     cert.equal(f"3.mice Th.2 ({tag}): MiCE's p(y|x) = MoCo's softmax classifier", log_marginal(lp_, ll_A45) - eq1, 1e-12)
     out = mice.mice_objective(fK, vK, g, mu, omega, queue, tau=tau, kappa=kap_gate, uniform_prior=a3, class_level=False)
-    cert.equal(f"3.mice Th.3 ({tag}): L~ = InfoNCE (Eq. 2)", out["elbo"] - mice.info_nce(f1, v1, queue[:, 0], tau), 1e-12)
+    cert.equal(f"3.mice Th.3 ({tag}): L~ = InfoNCE (Eq. 2)", out["elbo"] - contrastive.info_nce(f1, v1, queue[:, 0], tau), 1e-12)
     cert.equal(f"3.mice ({tag}): posterior = gating prior", out["log_q"] - lp_, 1e-12)
 cert.equal("3.mice Lemma 1 (A3): posterior is uniform", out["log_q"] + math.log(K), 1e-12)
 
@@ -963,7 +963,7 @@ plt.show()
 #
 # $$\mathbb E_\epsilon[\log p(i\mid x,c)]-\mathrm{KL}(q(k\mid x)\,\|\,p(k)).\tag{2}$$
 #
-# Checks with `mixlab/mixture/tcc.py` (its contrastive $\log p(i\mid x,c)$, query, KL) and `em.py`:
+# Checks with `mixlab/mixture/tcc.py` (query, KL), `contrastive.py` (the InfoNCE $\log p(i\mid x,c)$) and `em.py`:
 # the KL formula; Eq. (1) lies below $\log p(i\mid x)$ and is tight at the posterior; the Gumbel-max trick samples $q$
 # exactly, so `tcc.instance_elbo` at hard Gumbel samples is an unbiased estimate of Eq. (1). **Eq. (2) with $\lambda>0$ is
 # not a lower bound**: it replaces $\mathbb E_q[f(e_k)]$ by $\mathbb E_\epsilon[f(c_\lambda)]$, which can be larger.
@@ -983,7 +983,7 @@ log_q = tcc.assignment_log_probs(h, protos, temperature=0.2)
 
 def loglik_of(c):
     """log p(i | x, c) of TCC's contrastive instance likelihood for assignment vectors c [B, K]."""
-    return tcc.instance_log_likelihood(tcc.instance_query(c, protos, h, alpha), keys, negs, tau)
+    return contrastive.info_nce(tcc.instance_query(c, protos, h, alpha), keys, negs, tau, normalize=False)
 
 
 eye = torch.eye(K, dtype=f64)
@@ -1012,7 +1012,7 @@ def loglik_batch(c):
     """log p(i | x_i, c) for assignment vectors c [M, B, K] of every image."""
     M_ = c.shape[0]
     z = tcc.instance_query(c.reshape(-1, K), protos, h.repeat(M_, 1), alpha)
-    return tcc.instance_log_likelihood(z, keys.repeat(M_, 1), negs, tau).reshape(M_, B)
+    return contrastive.info_nce(z, keys.repeat(M_, 1), negs, tau, normalize=False).reshape(M_, B)
 
 
 est = tcc.instance_elbo(loglik_batch(hard_all), log_q.expand(M_img, B, K))  # one-sample Eq. 1 estimates, [M, B]
@@ -1037,7 +1037,7 @@ exact_k5 = float((log_q[i0].exp() * loglik_k[i0]).sum())
 def f_single(c, protos_, i=i0):
     """f(c) = log p(i | x_i, c) for a batch of assignment vectors c of one image."""
     z = tcc.instance_query(c, protos_, h[i].expand(c.shape[0], d), alpha)
-    return tcc.instance_log_likelihood(z, keys[i].expand(c.shape[0], d), negs, tau)
+    return contrastive.info_nce(z, keys[i].expand(c.shape[0], d), negs, tau, normalize=False)
 
 
 hard = tcc.gumbel_softmax(log_q[i0].expand(n_mc, K), 1.0, noise=eps_noise, hard=True).detach()

@@ -15,8 +15,9 @@ from mixlab.methods.mice import MiCE
 from mixlab.mixture.em import elbo, kl_categorical, log_marginal, log_softmax_first
 from mixlab.mixture.kmeans import spherical_kmeans
 from training import train_steps
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_likelihood, gating_log_prior,
-                                 hard_assignments, info_nce, mice_objective)
+                                 hard_assignments, mice_objective)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

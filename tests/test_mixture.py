@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.integrate import quad
 from scipy.special import gammaln, iv
 
 from mixlab.metrics import cluster_acc
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture import (
     assign_nearest,
     elbo,
@@ -398,3 +400,16 @@ def test_merge_clusters_large_k_path_matches_dense():
     dense = merge_clusters(C, -1.2)
     sparse = merge_clusters(C, -1.2, max_dense=10, knn=299, n_sample_pairs=2_000_000)
     np.testing.assert_array_equal(dense[1], sparse[1])
+
+
+def test_info_nce_with_a_queue_or_the_batch_is_cross_entropy_on_the_positive():
+    g = torch.Generator().manual_seed(0)
+    q, k, queue = (F.normalize(torch.randn(n, 8, generator=g), dim=1) for n in (6, 6, 20))
+    with_queue = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
+    torch.testing.assert_close(info_nce(q, k, queue, 0.2), -F.cross_entropy(with_queue, torch.zeros(6, dtype=torch.long),
+                                                                            reduction="none"))
+    in_batch = -F.cross_entropy(q @ k.T / 0.2, torch.arange(6), reduction="none")  # the other keys as negatives
+    torch.testing.assert_close(info_nce(q, k, None, 0.2), in_batch)
+    torch.testing.assert_close(info_nce(q, k, queue[:0], 0.2), in_batch)           # an empty queue: the batch
+    torch.testing.assert_close(info_nce(3 * q, 2 * k, 5 * queue, 0.2), info_nce(q, k, queue, 0.2))  # normalized here
+    assert not torch.allclose(info_nce(3 * q, 2 * k, queue, 0.2, normalize=False), info_nce(q, k, queue, 0.2))

@@ -12,7 +12,7 @@ from mixlab.config import resolve
 from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.momentum import Queue, ema_update_, make_teacher
 from mixlab.methods.moco import MoCo
-from mixlab.mixture.mice import info_nce
+from mixlab.mixture.contrastive import info_nce
 from training import train_steps
 
 

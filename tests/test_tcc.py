@@ -13,10 +13,11 @@ from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec
 from mixlab.methods.tcc import TCC
 from mixlab.metrics import assignment_confidence, cluster_acc
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture.em import elbo, log_marginal
 from mixlab.mixture.tcc import (assignment_kl, assignment_log_probs, cluster_contrastive_loss, cluster_representations,
-                                gumbel_softmax, instance_elbo, instance_log_likelihood, instance_query,
-                                kl_to_uniform, marginal_entropy, sample_gumbel)
+                                gumbel_softmax, instance_elbo, instance_query, kl_to_uniform, marginal_entropy,
+                                sample_gumbel)
 
 torch.set_num_threads(1)
 
@@ -157,7 +158,7 @@ def test_instance_likelihood_is_infonce_and_depends_on_x_and_c():
     assert not torch.allclose(instance_query(c.flip(1), mu, v, 1.0), z)  # depends on c
     assert not torch.allclose(instance_query(c, mu, v.flip(0), 1.0), z)  # depends on x
     keys, negs = F.normalize(torch.randn(B, d, generator=g), dim=1), F.normalize(torch.randn(N, d, generator=g), 1)
-    ll = instance_log_likelihood(z, keys, negs, 0.5)
+    ll = info_nce(z, keys, negs, 0.5, normalize=False)
     expected = -F.cross_entropy(torch.cat([(z * keys).sum(1, keepdim=True), z @ negs.t()], 1) / 0.5,
                                 torch.zeros(B, dtype=torch.long), reduction="none")
     torch.testing.assert_close(ll, expected)
@@ -176,7 +177,7 @@ def test_gradients_reach_assignments_through_both_tracks(kind):
     noise = sample_gumbel((B, K), generator=g)
     c = gumbel_softmax(torch.log_softmax(logits, 1), 0.5, noise=noise)
     # instance track: only through c (mu, v, keys fixed), kl term excluded
-    inst = -instance_log_likelihood(instance_query(c, mu, h, 1.0), keys, None, 0.5).mean()
+    inst = -info_nce(instance_query(c, mu, h, 1.0), keys, None, 0.5, normalize=False).mean()
     (g_inst,) = torch.autograd.grad(inst, logits, retain_graph=True)
     # cluster track: only through pi = c
     c2 = gumbel_softmax(torch.log_softmax(logits, 1), 0.5, noise=sample_gumbel((B, K), generator=g))

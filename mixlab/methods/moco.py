@@ -2,7 +2,7 @@
 
 Stage 1, MoCo (He et al., 2020): a student f_θ (backbone + one output layer) and an EMA teacher
 f_θ' (θ' <- m θ' + (1 - m) θ) embed two augmented views; the loss is the InfoNCE of MiCE Eq. (2)
-with a FIFO queue q ∈ R^{ν×d} of past teacher embeddings (:func:`mixlab.mixture.mice.info_nce`).
+with a FIFO queue q ∈ R^{ν×d} of past teacher embeddings (:func:`mixlab.mixture.contrastive.info_nce`).
 MiCE reduces to exactly this loss under Assumptions A3-A5 (Theorems 2-3; ``tests/test_mice.py``).
 
 Stage 2, spherical k-means (Dhillon & Modha, 2001) with K clusters on the L2-normalized teacher
@@ -32,7 +32,7 @@ from mixlab.checks import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture.kmeans import spherical_kmeans
-from mixlab.mixture.mice import info_nce
+from mixlab.mixture.contrastive import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
 from mixlab.precision import full_precision
 

@@ -34,6 +34,7 @@ from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture import mmd_centers
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture import tcc as M
 from mixlab.nets import ProjectionHead, build_backbone
 from mixlab.precision import full_precision
@@ -188,10 +189,10 @@ class TCC(Method):
         with full_precision(x1):
             negatives = self.queue()
             # instance level: -ELBO of supplement Eq. (2), one Gumbel sample per image
-            ll = M.instance_log_likelihood(z1, k2, negatives, cfg.instance_temperature)
+            ll = info_nce(z1, k2, negatives, cfg.instance_temperature, normalize=False)
             kl = M.assignment_kl(log_q1, cfg.kl)
             if symmetric:
-                ll = 0.5 * (ll + M.instance_log_likelihood(z2, k1, negatives, cfg.instance_temperature))
+                ll = 0.5 * (ll + info_nce(z2, k1, negatives, cfg.instance_temperature, normalize=False))
                 kl = 0.5 * (kl + M.assignment_kl(log_q2, cfg.kl))
             loss_inst = -(ll - cfg.kl_weight * kl).mean()
             # cluster level: supplement Eq. (6), view 1 against view 2

@@ -1,6 +1,7 @@
 """Mixture-model math as small pure functions (no training state), in log space.
 
 - :mod:`.em`: exact E-step posterior and ELBO (MiCE Eq. 7-11).
+- :mod:`.contrastive`: InfoNCE with an optional queue (MoCo / MiCE Eq. 2, TCC supplement Eq. 2).
 - :mod:`.mmd`: Max-Mahalanobis (maximal mutual distance) centers (MiCE Algorithm 2).
 - :mod:`.kmeans`: spherical k-means and nearest-centroid search (faiss).
 - :mod:`.vmf`: von Mises-Fisher normaliser, density, MLE, PCA-kappa, sampler (SiamMM Eq. 3-7, 16).

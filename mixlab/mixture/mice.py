@@ -35,7 +35,6 @@ __all__ = [
     "hard_assignments",
     "assignment_sums",
     "analytical_mu",
-    "info_nce",
 ]
 
 
@@ -175,18 +174,3 @@ def analytical_mu(sums: Tensor, counts: Tensor, prev_mu: Tensor, empty_mu: str =
     empty = (counts <= 0) | (norm.squeeze(-1) <= 1e-12)
     new = sums / norm.clamp_min(1e-12)
     return torch.where(empty.unsqueeze(-1), fill, new), empty
-
-
-def info_nce(f: Tensor, v: Tensor, queue: Tensor, tau: float) -> Tensor:
-    """MoCo's InfoNCE term, Eq. (2), per sample ``[B]`` (a log-probability; the loss is its negative
-    mean):
-
-        log  exp(v_nᵀ f_n / τ) / (exp(v_nᵀ f_n / τ) + Σ_{i=1}^ν exp(q_iᵀ f_n / τ)).
-
-    Args:
-        f: ``[B, d]`` student (query) embeddings; v: ``[B, d]`` teacher (key) embeddings;
-        queue: ``[ν, d]`` past teacher embeddings; all normalized here.
-    """
-    f = F.normalize(f, dim=-1) / tau
-    pos = (F.normalize(v, dim=-1) * f).sum(-1)
-    return log_softmax_first(pos, f @ F.normalize(queue, dim=-1).T)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture.kmeans import assign_nearest
 from mixlab.mixture.vmf import pca_kappa, vmf_log_normalizer, vmf_mle
 
@@ -65,9 +66,7 @@ def instance_distance(v: Tensor, target: Tensor, kind: str = "byol", tau: float 
     if kind == "cosine":
         return -(v * t).sum(1)
     if kind == "infonce":
-        logits = v @ t.T / tau
-        labels = torch.arange(v.shape[0], device=v.device)
-        return 2.0 * tau * F.cross_entropy(logits, labels, reduction="none")
+        return -2.0 * tau * info_nce(v, t, None, tau)
     raise ValueError(f"unknown instance loss {kind!r}; choose one of: byol, cosine, infonce")
 
 

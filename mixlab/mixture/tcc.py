@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.em import kl_categorical, log_softmax_first
+from mixlab.mixture.em import kl_categorical
 
 __all__ = [
     "sample_gumbel", "gumbel_softmax", "kl_to_uniform", "assignment_log_probs", "instance_query",
-    "instance_log_likelihood", "instance_elbo", "cluster_representations", "cluster_contrastive_loss",
+    "instance_elbo", "cluster_representations", "cluster_contrastive_loss",
     "marginal_entropy", "assignment_kl", "simplex_assign_temperature", "concrete_temperature",
 ]
 
@@ -137,21 +137,6 @@ def instance_query(c: Tensor, prototypes: Tensor, v: Tensor, alpha: float) -> Te
     ``alpha = 0``: the query sees only c, the CC/VIB special case of Eq. 5)."""
     mu = F.normalize(prototypes, dim=-1)
     return F.normalize(c @ mu + alpha * F.normalize(v, dim=-1), dim=-1)
-
-
-def instance_log_likelihood(query: Tensor, key: Tensor, negatives: Tensor | None,
-                            temperature: float) -> Tensor:
-    """Contrastive instance log-likelihood ``log p(i | x, c)`` ``[B]`` (supplement Eq. 2):
-
-        log p(i|x,c) = <z_i, k_i>/tau - log( exp(<z_i, k_i>/tau) + sum_n exp(<z_i, n>/tau) ),
-
-    the InfoNCE log-probability of the positive key ``k_i`` (the momentum encoding of another view
-    of image i) against ``negatives`` ``[N, d]`` (the single-track queue; ``None`` or empty: the
-    other keys of the batch). ``query``/``key`` ``[B, d]``, L2-normalized."""
-    query = query / temperature
-    if negatives is None or negatives.numel() == 0:
-        return torch.diagonal(torch.log_softmax(query @ key.t(), dim=-1))
-    return log_softmax_first((query * key).sum(-1), query @ negatives.t())
 
 
 def instance_elbo(log_lik: Tensor, log_q: Tensor, kl_weight: float = 1.0) -> Tensor:
