@@ -15,3 +15,22 @@ def test_a_result_is_current_only_with_its_key_and_outputs(tmp_path):
     assert not cache.is_current(stamp, "abc", field="key")                        # never made
     stamp.write_text(json.dumps({"key": "abc", "seconds": 3.0}))
     assert cache.is_current(stamp, "abc", field="key") and not cache.is_current(stamp, "abd", field="key")
+
+
+def test_experiments_reuse_a_finished_run_of_the_same_config(tmp_path, monkeypatch):
+    from mixlab import engine, experiments
+
+    trained, real_train = [], engine.train
+
+    def counting_train(cfg, out, **kwargs):
+        trained.append(out)
+        return real_train(cfg, out, **kwargs)
+
+    monkeypatch.setattr(engine, "train", counting_train)
+    dirs = {"runs_dir": tmp_path / "runs", "results_dir": tmp_path / "results"}
+    first = experiments.run("exp", "toy", "toy", profile="smoke", seed=0, **dirs)
+    again = experiments.run("exp", "toy", "toy", profile="smoke", seed=0, **dirs)
+    assert len(trained) == 1 and again == first                                   # reused
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, overrides={"train": {"epochs": 2}}, **dirs)
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, overrides={"train": {"epochs": 2}}, force=True, **dirs)
+    assert len(trained) == 3                                                       # new config, then forced
