@@ -193,16 +193,17 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
 def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path) -> list[dict]:
     """One timing row per manifest notebook: this call's record where it ran, else the last run's
     stamp (so ``--only`` and skipped re-runs keep the other notebooks' times), else "not run"."""
-    mine = {r["notebook"]: r for r in records if r["status"] == "ran"}
+    mine = {r["notebook"]: r for r in records}
     rows = []
     for name in names:
         stamp = state_dir / f"{name}.json"
-        if name in mine:
+        if mine.get(name, {}).get("status") == "ran":
             rows.append(mine[name])
         elif stamp.is_file():
             earlier = json.loads(stamp.read_text())
             commit = earlier.get("provenance", {}).get("commit", "?")
-            rows.append({"notebook": name, "status": f"earlier run (commit {commit})", "seconds": earlier.get("seconds")})
+            status = "skipped" if name in mine else "earlier run"
+            rows.append({"notebook": name, "status": f"{status} (ran at commit {commit})", "seconds": earlier.get("seconds")})
         else:
             rows.append({"notebook": name, "status": "not run"})
     return rows

@@ -143,7 +143,7 @@ def test_only_the_primer_exits_0_and_writes_its_outputs(repo, tmp_path):
     again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "unchanged, skipped" in again.stdout
-    assert "| em_elbo_primer | skipped |" in (smoke / "results" / "summary.md").read_text()
+    assert "| em_elbo_primer | skipped (ran at commit " in (smoke / "results" / "summary.md").read_text()
 
 
 def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
@@ -154,4 +154,6 @@ def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
     rows = pipeline.with_earlier_runs([{"notebook": "mice", "status": "ran", "seconds": 600.0}],
                                       ["em_elbo_primer", "mice", "tcc"], state)
     assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
-        ("em_elbo_primer", "earlier run (commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
+        ("em_elbo_primer", "earlier run (ran at commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
+    skipped = pipeline.with_earlier_runs([{"notebook": "em_elbo_primer", "status": "skipped"}], ["em_elbo_primer"], state)
+    assert skipped == [{"notebook": "em_elbo_primer", "status": "skipped (ran at commit abc1234)", "seconds": 41.5}]
