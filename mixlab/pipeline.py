@@ -92,16 +92,15 @@ def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
 
 
 def render(executed: Path, out_dir: Path) -> list[Path]:
-    """Copy an executed notebook to ``out_dir`` and render it as standalone HTML next to it (figures
-    inlined as base64; equations typeset by MathJax when the page is opened)."""
+    """Render an executed notebook as standalone HTML in ``out_dir`` (figures inlined as base64;
+    equations typeset by MathJax when the page is opened). Only the page is kept there: notebooks
+    with outputs stay in the ignored ``runs/``."""
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_filename(str(executed))
-    out_dir = Path(out_dir)
-    ipynb, html = out_dir / executed.name, out_dir / f"{executed.stem}.html"
-    io.write_text(ipynb, Path(executed).read_text())
+    html = Path(out_dir) / f"{Path(executed).stem}.html"
     io.write_text(html, body)
-    return [ipynb, html]
+    return [html]
 
 
 def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:

@@ -1,6 +1,7 @@
 """Every notebook of the manifest executes under papermill on the smoke profile and writes its
 figures and metrics; notebooks are committed without outputs and paired with their .py file."""
 import json
+import subprocess
 
 import jupytext
 import pytest
@@ -41,6 +42,14 @@ def test_committed_as_the_pinned_lab_saves_it(name):
     py, ipynb = notebook_files.as_lab_would_save(REPO, name, metadata)
     assert py == (REPO / "notebooks" / f"{name}.py").read_text(), f"{name}.py: run python -m mixlab notebooks"
     assert ipynb == (REPO / "notebooks" / f"{name}.ipynb").read_text(), f"{name}.ipynb: run python -m mixlab notebooks"
+
+
+def test_no_tracked_notebook_holds_outputs():
+    """Anywhere in the repository (docs/ included): executed copies belong in the ignored runs/."""
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True, text=True, check=True)
+    with_outputs = [path for path in tracked.stdout.split() if any(
+        c.get("outputs") for c in json.loads((REPO / path).read_text())["cells"] if c["cell_type"] == "code")]
+    assert not with_outputs, f"notebooks with outputs: {with_outputs}; strip them with python -m mixlab notebooks"
 
 
 @pytest.mark.parametrize("name", NAMES)
