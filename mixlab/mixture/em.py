@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal", "log_softmax_first"]
+__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal"]
 
 
 def _to_torch(*arrays):
@@ -108,12 +108,3 @@ def kl_categorical(log_q, log_p):
     """
     (log_q, log_p), was_numpy = _to_torch(log_q, log_p)
     return _back(_xlogy_terms(log_q, log_q - log_p), was_numpy)
-
-
-def log_softmax_first(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """log softmax([pos, neg])[0] = pos - logaddexp(pos, logsumexp(neg)) over the last axis, for
-    ``pos`` ``[...]`` and ``neg`` ``[..., ν]``, without concatenating them. logsumexp(neg) is taken
-    as neg_0 - log_softmax(neg)_0: one fused kernel each way instead of logsumexp's separate passes
-    (max, subtract, exp, sum) over MiCE's ``[B, K, ν]`` queue logits. ``ν >= 1``."""
-    lse = neg[..., 0] - torch.log_softmax(neg, dim=-1)[..., 0]
-    return pos - torch.logaddexp(pos, lse)
