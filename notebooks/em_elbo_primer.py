@@ -510,7 +510,7 @@ energy = np.cumsum(sv**2) / np.sum(sv**2)
 d_chosen = int(np.argmax(energy >= 0.99) + 1)
 for d_pca in (2, 4, 8, 16, 64):
     kp = pca_kappa(v64, labels=lab_p, K=Kp, n_components=d_pca)
-    keep = np.linalg.norm(r_k @ pca_components(v64, d_pca).numpy().T, axis=1) / np.linalg.norm(r_k, axis=1)
+    keep = np.linalg.norm(r_k @ pca_components(v64, d_pca).T, axis=1) / np.linalg.norm(r_k, axis=1)
     print(f"   d_PCA={d_pca:3d}: second moment captured {energy[d_pca - 1]:.4f}; ||r_k^PCA|| / ||r_k|| = {np.round(keep, 3)}; "
           f"kappa^PCA = {np.round(kp, 1)}")
 k_pca = pca_kappa(v64, labels=lab_p, K=Kp, n_components=d_chosen)

@@ -129,7 +129,7 @@ print("raw pixels:", {k: round(v, 4) for k, v in pixel_ref.items()})
 
 # %%
 curve_runs = {f"K0={cfg.params.n_clusters}, seed {r['seed']}": r["run_dir"] for r in rows}
-for k0 in merge_k0:
+for k0 in (k for k in merge_k0 if k != cfg.params.n_clusters):  # the profile's K0 is the runs above
     r = experiments.run(EXP, f"SiamMM-K0={k0}", "siammm", profile=profile, seed=seeds[0],
                         overrides={"method": {"n_clusters": k0}}, runs_dir=runs_dir, results_dir=results_dir)
     curve_runs[f"K0={k0}, seed {seeds[0]}"] = r["run_dir"]

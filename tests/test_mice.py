@@ -12,11 +12,12 @@ from mixlab import engine
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.mice import MiCE
-from mixlab.mixture.em import elbo, kl_categorical, log_marginal, log_softmax_first
+from mixlab.mixture import queue_lse
+from mixlab.mixture.em import elbo, kl_categorical, log_marginal
 from mixlab.mixture.kmeans import spherical_kmeans
 from training import train_steps
 from mixlab.mixture.contrastive import info_nce
-from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_likelihood, gating_log_prior,
+from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_likelihood, expert_logits, gating_log_prior,
                                  hard_assignments, mice_objective)
 
 
@@ -275,11 +276,32 @@ def test_mu_update_none_and_app_e_sgd_end_of_epoch():
     assert m.posterior(x)["elbo"].mean() > start
 
 
-def test_log_softmax_first_equals_the_concatenated_form_and_does_not_overflow():
-    """The likelihoods avoid concatenating the positive column to the [B, K, ν] queue products;
-    the result is log_softmax([pos, neg])[0], also for logits far beyond exp's float32 range."""
+def test_queue_logsumexp_equals_the_formed_logits_in_value_and_gradient(monkeypatch):
+    """The streamed denominator equals logsumexp over the formed [B, K, ν] (or [B, ν]) products,
+    its gradients w.r.t. query and queue equal autograd's through them, across several chunks, for
+    logits far beyond exp's float32 range, and it stays float32 under bf16 autocast."""
+    monkeypatch.setattr(queue_lse, "CHUNK_ELEMENTS", 64 * 4 * 3)  # 64-column chunks: 50 -> 1, 300 -> 5
     g = torch.Generator().manual_seed(0)
-    pos, neg = torch.randn(4, 3, generator=g), torch.randn(4, 3, 50, generator=g)
-    for scale in (1.0, 1e3):
-        expected = torch.log_softmax(torch.cat([pos[..., None], neg], -1) * scale, -1)[..., 0]
-        torch.testing.assert_close(log_softmax_first(pos * scale, neg * scale), expected)
+    for q_shape, n_shape, formed in (((4, 3, 8), (300, 3, 8), lambda q, n: torch.einsum("ikd,bkd->bki", n, q)),
+                                     ((4, 8), (50, 8), lambda q, n: q @ n.T)):
+        for scale in (1.0, 1e3):
+            q = (torch.randn(q_shape, generator=g) * scale).requires_grad_()
+            n = torch.randn(n_shape, generator=g).requires_grad_()
+            w = torch.randn(q_shape[:-1], generator=g)
+            got = queue_lse.queue_logsumexp(q, n)
+            want = torch.logsumexp(formed(q, n), -1)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * scale)
+            for a, b in zip(torch.autograd.grad((w * got).sum(), (q, n)), torch.autograd.grad((w * want).sum(), (q, n))):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert queue_lse.queue_logsumexp(torch.randn(4, 8).bfloat16(), torch.randn(50, 8)).dtype == torch.float32
+
+
+def test_expert_log_likelihood_is_the_first_column_of_log_softmax_of_expert_logits():
+    """Eq. (5): log Φ - log Ẑ, the streamed form against the formed logits of expert_logits."""
+    g = torch.Generator().manual_seed(1)
+    f, v, queue = torch.randn(5, 3, 8, generator=g), torch.randn(5, 3, 8, generator=g), torch.randn(40, 3, 8, generator=g)
+    mu = torch.randn(3, 8, generator=g)
+    for class_level in (True, False):
+        expected = torch.log_softmax(expert_logits(f, v, mu, queue, 0.1, class_level), -1)[..., 0]
+        torch.testing.assert_close(expert_log_likelihood(f, v, mu, queue, 0.1, class_level), expected)

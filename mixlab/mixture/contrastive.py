@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.em import log_softmax_first
+from mixlab.mixture.queue_lse import queue_logsumexp
 
 __all__ = ["info_nce"]
 
@@ -31,8 +31,8 @@ def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, tau: float, *, no
         normalize: L2-normalize the inputs here (raw network outputs may be passed); ``False``
             takes them as they are, for callers whose vectors are unit by construction (TCC).
 
-    With a queue the denominator is taken by
-    :func:`mixlab.mixture.em.log_softmax_first` (no concatenation of the ``[B, ν]`` logits).
+    With a queue the denominator is streamed by :func:`mixlab.mixture.queue_lse.queue_logsumexp`
+    (the ``[B, ν]`` logits are never formed).
     """
     if normalize:
         query, key = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
@@ -40,4 +40,5 @@ def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, tau: float, *, no
     query = query / tau
     if queue is None or queue.numel() == 0:
         return torch.diagonal(torch.log_softmax(query @ key.T, dim=-1))
-    return log_softmax_first((query * key).sum(-1), query @ queue.T)
+    pos = (query * key).sum(-1)
+    return pos - torch.logaddexp(pos, queue_logsumexp(query, queue))

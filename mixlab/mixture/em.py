@@ -25,20 +25,11 @@ numpy) and reduce over the last axis. Everything stays in log space (``logsumexp
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal", "log_softmax_first"]
+from mixlab.mixture._kind import as_torch, first_numpy, like
 
-
-def _to_torch(*arrays):
-    was_numpy = any(isinstance(a, np.ndarray) for a in arrays)
-    out = [a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a)) for a in arrays]
-    return out, was_numpy
-
-
-def _back(t: torch.Tensor, was_numpy: bool):
-    return t.detach().cpu().numpy() if was_numpy else t
+__all__ = ["posterior_and_elbo", "elbo", "kl_categorical", "log_marginal"]
 
 
 def _xlogy_terms(log_q: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -51,8 +42,8 @@ def _xlogy_terms(log_q: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 
 def log_marginal(log_prior, log_lik):
     """log p(y|x) = logsumexp_k [log p(k|x) + log p(y|x,k)], shape ``[B]``."""
-    (log_prior, log_lik), was_numpy = _to_torch(log_prior, log_lik)
-    return _back(torch.logsumexp(log_prior + log_lik, dim=-1), was_numpy)
+    ref = first_numpy(log_prior, log_lik)
+    return like(ref, torch.logsumexp(as_torch(log_prior) + as_torch(log_lik), dim=-1))
 
 
 def posterior_and_elbo(log_prior, log_lik):
@@ -72,11 +63,10 @@ def posterior_and_elbo(log_prior, log_lik):
         ``elbo = logsumexp(log_prior + log_lik)`` ``[B]``. Differentiable; detach
         ``log_q`` yourself for a classical EM M-step with q held fixed.
     """
-    (log_prior, log_lik), was_numpy = _to_torch(log_prior, log_lik)
-    log_joint = log_prior + log_lik
+    ref = first_numpy(log_prior, log_lik)
+    log_joint = as_torch(log_prior) + as_torch(log_lik)
     lse = torch.logsumexp(log_joint, dim=-1)
-    log_q = log_joint - lse.unsqueeze(-1)
-    return _back(log_q, was_numpy), _back(lse, was_numpy)
+    return like(ref, log_joint - lse.unsqueeze(-1)), like(ref, lse)
 
 
 def elbo(log_q, log_prior, log_lik):
@@ -96,8 +86,9 @@ def elbo(log_q, log_prior, log_lik):
     Returns:
         ``[B]`` ELBO per row.
     """
-    (log_q, log_prior, log_lik), was_numpy = _to_torch(log_q, log_prior, log_lik)
-    return _back(_xlogy_terms(log_q, log_prior + log_lik - log_q), was_numpy)
+    log_q_t = as_torch(log_q)
+    value = as_torch(log_prior) + as_torch(log_lik) - log_q_t
+    return like(first_numpy(log_q, log_prior, log_lik), _xlogy_terms(log_q_t, value))
 
 
 def kl_categorical(log_q, log_p):
@@ -106,14 +97,5 @@ def kl_categorical(log_q, log_p):
     Both arguments are normalised log-probabilities; terms with q_k = 0 are 0 and a
     q_k > 0 where p_k = 0 gives +inf.
     """
-    (log_q, log_p), was_numpy = _to_torch(log_q, log_p)
-    return _back(_xlogy_terms(log_q, log_q - log_p), was_numpy)
-
-
-def log_softmax_first(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """log softmax([pos, neg])[0] = pos - logaddexp(pos, logsumexp(neg)) over the last axis, for
-    ``pos`` ``[...]`` and ``neg`` ``[..., ν]``, without concatenating them. logsumexp(neg) is taken
-    as neg_0 - log_softmax(neg)_0: one fused kernel each way instead of logsumexp's separate passes
-    (max, subtract, exp, sum) over MiCE's ``[B, K, ν]`` queue logits. ``ν >= 1``."""
-    lse = neg[..., 0] - torch.log_softmax(neg, dim=-1)[..., 0]
-    return pos - torch.logaddexp(pos, lse)
+    log_q_t = as_torch(log_q)
+    return like(first_numpy(log_q, log_p), _xlogy_terms(log_q_t, log_q_t - as_torch(log_p)))

@@ -20,7 +20,8 @@ faiss is an optional dependency (``pip install faiss-cpu``) imported on first us
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from mixlab.mixture._kind import as_numpy, like
 
 __all__ = ["spherical_kmeans", "assign_nearest"]
 
@@ -35,26 +36,14 @@ def _faiss():
     return faiss
 
 
-def _np32(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().float().numpy()
-    return np.asarray(a, dtype=np.float32)
-
-
 def _unit_f32(a, name: str) -> np.ndarray:
-    a = _np32(a)
+    a = as_numpy(a, np.float32)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [N, d], got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or inf")
     norms = np.linalg.norm(a, axis=1, keepdims=True)
     return np.ascontiguousarray(a / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def _like(ref, arr: np.ndarray):
-    if isinstance(ref, torch.Tensor):
-        return torch.from_numpy(arr).to(ref.device)
-    return arr
 
 
 def assign_nearest(x, centroids, H: int = 1, *, normalize: bool = True):
@@ -69,8 +58,8 @@ def assign_nearest(x, centroids, H: int = 1, *, normalize: bool = True):
         int64 centroid indices; same kind (numpy/torch, device) as ``x``.
     """
     faiss = _faiss()
-    xn = _unit_f32(x, "x") if normalize else np.ascontiguousarray(_np32(x))
-    cn = _unit_f32(centroids, "centroids") if normalize else np.ascontiguousarray(_np32(centroids))
+    xn = _unit_f32(x, "x") if normalize else np.ascontiguousarray(as_numpy(x, np.float32))
+    cn = _unit_f32(centroids, "centroids") if normalize else np.ascontiguousarray(as_numpy(centroids, np.float32))
     if xn.shape[1] != cn.shape[1]:
         raise ValueError(f"x has dimension {xn.shape[1]} but centroids have {cn.shape[1]}")
     K = cn.shape[0]
@@ -79,7 +68,7 @@ def assign_nearest(x, centroids, H: int = 1, *, normalize: bool = True):
     index = faiss.IndexFlatIP(cn.shape[1])
     index.add(cn)
     sims, idx = index.search(xn, int(H))
-    return _like(x, sims.astype(np.float32)), _like(x, idx.astype(np.int64))
+    return like(x, sims.astype(np.float32)), like(x, idx.astype(np.int64))
 
 
 def spherical_kmeans(
@@ -139,4 +128,4 @@ def spherical_kmeans(
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     _, idx = assign_nearest(xn, centroids, 1)
-    return _like(x, centroids), _like(x, np.ascontiguousarray(idx[:, 0]))
+    return like(x, centroids), like(x, np.ascontiguousarray(idx[:, 0]))

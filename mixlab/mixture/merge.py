@@ -37,13 +37,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mixlab.mixture._kind import as_numpy, float_dtype, like
+
 __all__ = ["distance_threshold", "merge_clusters", "pairwise_zscores"]
-
-
-def _np64(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().double().numpy()
-    return np.asarray(a, dtype=np.float64)
 
 
 def _unit(c: np.ndarray) -> np.ndarray:
@@ -58,19 +54,18 @@ def _equidistant(mean: float, se: float) -> bool:
 def pairwise_zscores(centroids):
     """Standardised pairwise distances of Eq. 11 over all pairs i < j (dense, O(K^2)).
 
-    Returns ``(i, j, z, dist)`` numpy arrays (pair indices, (Z_ij - E Z)/SE Z, Z_ij), with
-    Z_ij = ||mu_i - mu_j|| on the normalised centroids. ``z`` is all zeros when every pair
-    is equidistant (SE <= 1e-6 E, i.e. equal up to float32 rounding). Handy to draw the distribution and pick ``zeta``.
+    Returns ``(i, j, z, dist)`` (int64 pair indices, float64 (Z_ij - E Z)/SE Z and Z_ij), numpy or
+    torch like ``centroids``, with Z_ij = ||mu_i - mu_j|| on the normalised centroids. ``z`` is all zeros
+    when every pair is equidistant (SE <= 1e-6 E, i.e. equal up to float32 rounding). Handy to draw the
+    distribution and pick ``zeta``.
     """
-    mu = _unit(_np64(centroids))
-    K = mu.shape[0]
-    i, j = np.triu_indices(K, k=1)
+    mu = _unit(as_numpy(centroids))
+    i, j = np.triu_indices(mu.shape[0], k=1)
     dist = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[i], mu[j]), 0.0, None))
-    if dist.size == 0:
-        return i, j, dist.copy(), dist
-    se = dist.std()
-    z = (dist - dist.mean()) / se if not _equidistant(dist.mean(), se) else np.zeros_like(dist)
-    return i, j, z, dist
+    z = np.zeros_like(dist)
+    if dist.size and not _equidistant(dist.mean(), dist.std()):
+        z = (dist - dist.mean()) / dist.std()
+    return tuple(like(centroids, a) for a in (i, j, z, dist))
 
 
 def _sampled_threshold(mu: np.ndarray, zeta: float, n_sample: int, seed: int) -> float:
@@ -92,7 +87,7 @@ def distance_threshold(centroids, zeta: float, *, max_dense: int = 8192, n_sampl
     Exact over all pairs up to ``max_dense`` centroids, else from ``n_sample_pairs`` random
     pairs. ``nan`` when there are fewer than 3 centroids or all pairs are equidistant (nothing
     to standardise: no pair passes)."""
-    mu = _unit(_np64(centroids))
+    mu = _unit(as_numpy(centroids))
     if mu.shape[0] < 3:
         return float("nan")
     if mu.shape[0] > max_dense:
@@ -168,11 +163,11 @@ def merge_clusters(
     """
     if mode not in ("pairs", "components"):
         raise ValueError(f"mode={mode!r} must be 'pairs' or 'components'")
-    C = _np64(centroids)
+    C = as_numpy(centroids)
     if C.ndim != 2:
         raise ValueError(f"centroids must be [K, d], got shape {C.shape}")
     K = C.shape[0]
-    w = np.ones(K) if sizes is None else _np64(sizes).reshape(-1)
+    w = np.ones(K) if sizes is None else as_numpy(sizes).reshape(-1)
     if w.shape[0] != K:
         raise ValueError(f"sizes has {w.shape[0]} entries for K={K} centroids")
     if np.any(w < 0):
@@ -232,13 +227,4 @@ def merge_clusters(
     if normalize:
         new = _unit(new)
 
-    if isinstance(centroids, torch.Tensor):
-        dtype = centroids.dtype if centroids.is_floating_point() else torch.float32
-        return (
-            torch.as_tensor(new, dtype=dtype, device=centroids.device),
-            torch.as_tensor(old_to_new, device=centroids.device),
-        )
-    out_dtype = C.dtype if not isinstance(centroids, np.ndarray) else (
-        centroids.dtype if np.issubdtype(centroids.dtype, np.floating) else np.float64
-    )
-    return new.astype(out_dtype), old_to_new
+    return like(centroids, new, float_dtype(centroids)), like(centroids, old_to_new)

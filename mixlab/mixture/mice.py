@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.mixture.em import log_softmax_first, posterior_and_elbo
+from mixlab.mixture.em import posterior_and_elbo
+from mixlab.mixture.queue_lse import queue_logsumexp
 
 __all__ = [
     "gating_log_prior",
@@ -73,36 +74,38 @@ def expert_logits(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None,
         class_level: include the class-level term v·μ (Eq. 6); ``False`` is Assumption A5
             (instance-level only, ablation (4) of Tab. 3).
     """
-    pos, neg = _expert_terms(f, v, mu, queue, tau, class_level)
-    return pos[..., None] if neg is None else torch.cat([pos[..., None], neg], dim=-1)
+    pos, key = _expert_terms(f, v, mu, tau, class_level)
+    if queue is None:
+        return pos[..., None]
+    return torch.cat([pos[..., None], torch.einsum("ikd,bkd->bki", F.normalize(queue, dim=-1), key)], dim=-1)
 
 
-def _expert_terms(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None, tau: float,
-                  class_level: bool) -> tuple[Tensor, Tensor | None]:
-    """The positive column ``[B, K]`` and the queue columns ``[B, K, ν]`` (or None) of
-    :func:`expert_logits`; 1/τ scales the ``[B, K, d]`` key, not the ``[B, K, ν]`` products."""
+def _expert_terms(f: Tensor, v: Tensor, mu: Tensor | None, tau: float,
+                  class_level: bool) -> tuple[Tensor, Tensor]:
+    """The positive column ``[B, K]`` of :func:`expert_logits` and the ``[B, K, d]`` key
+    (f_{n,k} + μ_k)/τ the queue terms are products with (1/τ scales the key, not the products)."""
     f = F.normalize(f, dim=-1)
     v = F.normalize(v, dim=-1)
     key = f + F.normalize(mu, dim=-1).unsqueeze(0) if class_level else f  # f_{n,k} + μ_k, [B, K, d]
     key = key / tau
-    pos = (v * key).sum(-1)                                                # [B, K]
-    if queue is None:
-        return pos, None
-    return pos, torch.einsum("ikd,bkd->bki", F.normalize(queue, dim=-1), key)  # [B, K, ν]
+    return (v * key).sum(-1), key
 
 
 def expert_log_likelihood(f: Tensor, v: Tensor, mu: Tensor | None, queue: Tensor | None, tau: float,
                           class_level: bool = True) -> Tensor:
     """log p̂(y_n | x_n, k) = log Φ(x_n, y_n, k) - log Ẑ(x_n, k), Eq. (5) with Eq. (6) and Eq. (9),
-    ``[B, K]``, computed as ``logits[..., 0] - logsumexp(logits)`` (never forming Φ itself;
-    :func:`log_softmax_first`).
+    ``[B, K]``, computed as ``logits[..., 0] - logaddexp(logits[..., 0], log Σ_i exp(queue terms))``
+    with the queue sum streamed by :func:`mixlab.mixture.queue_lse.queue_logsumexp` (never forming Φ
+    nor the ``[B, K, ν]`` logits).
 
     With ``queue=None`` (Assumption A2, Z ≡ c) it returns log Φ, i.e. the constant c is taken as 1;
     a constant shifts every expert alike and changes neither the posterior (Eq. 10) nor Eq. (13).
     Arguments as in :func:`expert_logits`.
     """
-    pos, neg = _expert_terms(f, v, mu, queue, tau, class_level)
-    return pos if neg is None else log_softmax_first(pos, neg)
+    pos, key = _expert_terms(f, v, mu, tau, class_level)
+    if queue is None:
+        return pos
+    return pos - torch.logaddexp(pos, queue_logsumexp(key, F.normalize(queue, dim=-1)))
 
 
 def mice_objective(f: Tensor, v: Tensor, g: Tensor, mu: Tensor, omega: Tensor, queue: Tensor | None, *,

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from scipy.special import gammaln, ive
 
+from mixlab.mixture._kind import as_numpy, as_torch, float_dtype, like
+
 __all__ = [
     "log_bessel_iv",
     "vmf_log_normalizer",
@@ -61,8 +63,8 @@ def _log_iv_debye(nu: float, kappa: np.ndarray) -> np.ndarray:
     return nu * eta - 0.5 * np.log(2.0 * math.pi * nu) + 0.5 * np.log(t) + np.log(corr)
 
 
-def log_bessel_iv(nu: float, kappa) -> np.ndarray:
-    """log I_nu(kappa) in float64 for real order ``nu`` and ``kappa >= 0`` (numpy in/out).
+def log_bessel_iv(nu: float, kappa):
+    """log I_nu(kappa) in float64 for real order ``nu`` and ``kappa >= 0`` (numpy or torch like ``kappa``).
 
     ``log(ive(nu, kappa)) + kappa`` where that is representable; otherwise (ive below
     1e-280, i.e. order large relative to kappa) the leading power series
@@ -70,7 +72,7 @@ def log_bessel_iv(nu: float, kappa) -> np.ndarray:
     kappa^2 / (4(nu+1)) < 1e-8 (next term ~1e-16 relative), else Debye's expansion
     (used only where nu is large, where it is accurate to ~nu^-4).
     """
-    kappa = np.asarray(kappa, dtype=np.float64)
+    ref, kappa = kappa, as_numpy(kappa)
     nu = float(nu)
     if np.any(kappa < 0):
         raise ValueError("kappa must be >= 0")
@@ -90,7 +92,7 @@ def log_bessel_iv(nu: float, kappa) -> np.ndarray:
                 out[bad] = fix
             else:
                 out = np.asarray(fix)
-    return out
+    return like(ref, out)
 
 
 def _log_normalizer_np(d: int, kappa: np.ndarray) -> np.ndarray:
@@ -115,16 +117,19 @@ def _mean_resultant_np(d: int, kappa: np.ndarray) -> np.ndarray:
 class _LogNormalizer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kappa, d):
-        k = kappa.detach().cpu().double().numpy()
         ctx.d = d
         ctx.save_for_backward(kappa)
-        return torch.as_tensor(_log_normalizer_np(d, k), dtype=kappa.dtype, device=kappa.device)
+        return like(kappa, _log_normalizer_np(d, as_numpy(kappa)), kappa.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (kappa,) = ctx.saved_tensors
-        a = _mean_resultant_np(ctx.d, kappa.detach().cpu().double().numpy())
-        return -grad * torch.as_tensor(a, dtype=grad.dtype, device=grad.device), None
+        return -grad * like(grad, _mean_resultant_np(ctx.d, as_numpy(kappa)), grad.dtype), None
+
+
+def _array_or_float(kappa, out: np.ndarray):
+    """A python float for a scalar ``kappa``, else the float64 array ``out``."""
+    return out if isinstance(kappa, np.ndarray) or np.ndim(out) > 0 else float(out)
 
 
 def _check_d(d) -> int:
@@ -151,24 +156,17 @@ def vmf_log_normalizer(d: int, kappa):
     d = _check_d(d)
     if isinstance(kappa, torch.Tensor):
         return _LogNormalizer.apply(kappa, d)
-    out = _log_normalizer_np(d, kappa)
-    if isinstance(kappa, np.ndarray) or np.ndim(out) > 0:
-        return out
-    return float(out)
+    return _array_or_float(kappa, _log_normalizer_np(d, kappa))
 
 
 def vmf_mean_resultant_length(d: int, kappa):
     """A_d(kappa) = I_{d/2}(kappa) / I_{d/2-1}(kappa): the expected cosine E[mu^T v] of a
     vMF(mu, kappa) sample, i.e. the population value of ||r|| in Eq. 5 (Eq. 7 inverts it
     approximately). Same input kinds as :func:`vmf_log_normalizer` (no gradient)."""
-    d = _check_d(d)
+    a = _mean_resultant_np(_check_d(d), as_numpy(kappa))
     if isinstance(kappa, torch.Tensor):
-        a = _mean_resultant_np(d, kappa.detach().cpu().double().numpy())
-        return torch.as_tensor(a, dtype=kappa.dtype, device=kappa.device)
-    out = _mean_resultant_np(d, kappa)
-    if isinstance(kappa, np.ndarray) or np.ndim(out) > 0:
-        return out
-    return float(out)
+        return like(kappa, a, kappa.dtype)
+    return _array_or_float(kappa, a)
 
 
 def vmf_log_density(x, mu, kappa):
@@ -182,30 +180,23 @@ def vmf_log_density(x, mu, kappa):
     numpy in -> numpy out; torch in -> torch out (differentiable in x, mu and kappa).
     """
     if isinstance(x, torch.Tensor) or isinstance(mu, torch.Tensor):
-        x = torch.as_tensor(x)
-        mu = torch.as_tensor(mu, dtype=x.dtype, device=x.device)
-        kappa = torch.as_tensor(kappa, dtype=x.dtype, device=x.device)
-        d = x.shape[-1]
-        dots = x @ mu.mT if mu.ndim == 2 else x @ mu
-        return vmf_log_normalizer(d, kappa) + kappa * dots
-    x = np.asarray(x, dtype=np.float64)
-    mu = np.asarray(mu, dtype=np.float64)
-    kappa = np.asarray(kappa, dtype=np.float64)
+        x = as_torch(x)
+        mu, kappa = (as_torch(a, x.dtype, x.device) for a in (mu, kappa))
+    else:
+        x, mu, kappa = (as_numpy(a) for a in (x, mu, kappa))
     dots = x @ mu.T if mu.ndim == 2 else x @ mu
-    return _log_normalizer_np(x.shape[-1], kappa) + kappa * dots
+    return vmf_log_normalizer(x.shape[-1], kappa) + kappa * dots
 
 
 # ----------------------------------------------------------------------------------------
 # Maximum likelihood (Eq. 5-7) and the PCA variant (Eq. 16)
 # ----------------------------------------------------------------------------------------
 def _resultants(x, weights, labels, K, normalize):
-    """Mean resultant vectors r (Eq. 5) in float64 torch. Returns (r, mass, squeeze, kind)."""
-    is_torch = isinstance(x, torch.Tensor)
-    xt = x if is_torch else torch.as_tensor(np.asarray(x))
+    """Mean resultant vectors r (Eq. 5) in float64 torch on x's device. Returns (r, squeeze, xt), xt the
+    (normalised) points in float64."""
+    xt = as_torch(x, torch.float64).detach()
     if xt.ndim != 2:
         raise ValueError(f"x must be [N, d], got shape {tuple(xt.shape)}")
-    out_dtype = xt.dtype if xt.is_floating_point() else torch.float32
-    xt = xt.detach().to(torch.float64)
     if normalize:
         xt = torch.nn.functional.normalize(xt, dim=1)
     N = xt.shape[0]
@@ -213,8 +204,7 @@ def _resultants(x, weights, labels, K, normalize):
         raise ValueError("pass either weights or labels, not both")
     squeeze = False
     if labels is not None:
-        lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
-        lab = lab.to(device=xt.device, dtype=torch.int64).reshape(-1)
+        lab = as_torch(labels, torch.int64, xt.device).reshape(-1)
         if lab.numel() != N:
             raise ValueError(f"labels has {lab.numel()} entries for {N} points")
         if K is None:
@@ -227,8 +217,7 @@ def _resultants(x, weights, labels, K, normalize):
         w = torch.ones(N, 1, dtype=torch.float64, device=xt.device)
         squeeze = True
     else:
-        w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(np.asarray(weights))
-        w = w.detach().to(device=xt.device, dtype=torch.float64)
+        w = as_torch(weights, torch.float64, xt.device).detach()
         if w.ndim == 1:
             w = w[:, None]
             squeeze = True
@@ -236,27 +225,17 @@ def _resultants(x, weights, labels, K, normalize):
             raise ValueError(f"weights must be [N] or [N, K] with N={N}, got {tuple(w.shape)}")
         if torch.any(w < 0):
             raise ValueError("weights must be non-negative")
-    mass = w.sum(0)  # [K]
-    r = (w.T @ xt) / mass.clamp_min(1e-300)[:, None]  # [K, d]; 0 for empty clusters
-    return r, mass, squeeze, (is_torch, out_dtype, xt.device)
+    r = (w.T @ xt) / w.sum(0).clamp_min(1e-300)[:, None]  # [K, d]; 0 for empty clusters
+    return r, squeeze, xt
 
 
 def banerjee_kappa(R, d: int, eps: float = 1e-7):
     """Banerjee et al.'s closed-form approximation to the root of A_d(kappa) = R (SiamMM Eq. 7 / Eq. 16):
     kappa = (R d - R^3) / (1 - R^2), R clamped to [0, 1 - eps]. Torch in, torch out; numpy otherwise."""
     if not isinstance(R, torch.Tensor):
-        return banerjee_kappa(torch.as_tensor(np.asarray(R, dtype=np.float64)), d, eps).numpy()
+        return banerjee_kappa(torch.from_numpy(as_numpy(R)), d, eps).numpy()
     R = R.clamp(0.0, 1.0 - eps)
     return (R * d - R**3) / (1.0 - R * R)
-
-
-def _out(t: torch.Tensor, kind, squeeze: bool):
-    is_torch, dtype, device = kind
-    if squeeze:
-        t = t[0]
-    if is_torch:
-        return t.to(device=device, dtype=dtype)
-    return t.cpu().numpy().astype(np.float32 if dtype == torch.float32 else np.float64)
 
 
 def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bool = True, eps: float = 1e-7):
@@ -274,29 +253,30 @@ def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bo
 
     Returns:
         ``(mu, kappa)``: ``[d]`` and scalar for a single component, ``[K, d]`` and ``[K]``
-        otherwise; numpy in -> numpy out, torch in -> torch out (x's dtype and device).
+        otherwise; numpy in -> numpy out, torch in -> torch out (x's float dtype; its device).
         A component with zero total weight gets mu = 0 and kappa = 0 (uniform).
     """
-    r, mass, squeeze, kind = _resultants(x, weights, labels, K, normalize)
-    d = r.shape[1]
+    r, squeeze, _ = _resultants(x, weights, labels, K, normalize)
     R = r.norm(dim=1)
     mu = torch.where(R[:, None] > 0, r / R.clamp_min(1e-300)[:, None], torch.zeros_like(r))
-    kappa = banerjee_kappa(R, d, eps)
-    return _out(mu, kind, squeeze), _out(kappa, kind, squeeze)
+    kappa = banerjee_kappa(R, r.shape[1], eps)
+    if squeeze:
+        mu, kappa = mu[0], kappa[0]
+    dtype = float_dtype(x)
+    return like(x, mu, dtype), like(x, kappa, dtype)
 
 
 def pca_components(x, n_components: int, *, center: bool = False):
     """Top ``n_components`` principal directions of ``x`` ``[N, d]`` as rows ``[n, d]``:
     eigenvectors of the second moment x^T x / N (default), or of the covariance when
-    ``center``; float64 torch tensor. Used by :func:`pca_kappa`."""
-    xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    xt = xt.detach().to(torch.float64)
+    ``center``; float64, numpy or torch like ``x``. Used by :func:`pca_kappa`."""
+    xt = as_torch(x, torch.float64).detach()
     if center:
         xt = xt - xt.mean(0, keepdim=True)
     cov = xt.T @ xt / max(xt.shape[0], 1)
     evals, evecs = torch.linalg.eigh(cov)  # ascending
     n = min(int(n_components), xt.shape[1])
-    return evecs[:, -n:].flip(-1).T.contiguous()
+    return like(x, evecs[:, -n:].flip(-1).T.contiguous())
 
 
 def pca_kappa(
@@ -337,21 +317,15 @@ def pca_kappa(
     Returns:
         kappa: scalar or ``[K]``, same kind (numpy/torch) as ``x``.
     """
-    r, mass, squeeze, kind = _resultants(x, weights, labels, K, normalize)
+    r, squeeze, xt = _resultants(x, weights, labels, K, normalize)
     if components is None:
-        xs = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        xs = xs.detach().to(device=r.device, dtype=torch.float64)
-        if normalize:
-            xs = torch.nn.functional.normalize(xs, dim=1)
-        P = pca_components(xs, n_components, center=center)
+        P = pca_components(xt, n_components, center=center)
     else:
-        P = components if isinstance(components, torch.Tensor) else torch.as_tensor(np.asarray(components))
-        P = P.detach().to(device=r.device, dtype=torch.float64)
+        P = as_torch(components, torch.float64, r.device).detach()
         if P.ndim != 2 or P.shape[1] != r.shape[1]:
             raise ValueError(f"components must be [n, d={r.shape[1]}], got {tuple(P.shape)}")
-    R = (r @ P.T).norm(dim=1)
-    kappa = banerjee_kappa(R, P.shape[0], eps)
-    return _out(kappa, kind, squeeze)
+    kappa = banerjee_kappa((r @ P.T).norm(dim=1), P.shape[0], eps)
+    return like(x, kappa[0] if squeeze else kappa, float_dtype(x))
 
 
 # ----------------------------------------------------------------------------------------
@@ -366,8 +340,7 @@ def vmf_sample(mu, kappa: float, n: int, *, seed: int | None = 0, generator: np.
     (or pass a numpy ``generator``). ``mu`` ``[d]`` numpy or torch; returns ``[n, d]`` of
     the same kind (float64 numpy, or mu's dtype/device for torch).
     """
-    is_torch = isinstance(mu, torch.Tensor)
-    m = mu.detach().cpu().double().numpy() if is_torch else np.asarray(mu, dtype=np.float64)
+    m = as_numpy(mu)
     if m.ndim != 1 or m.shape[0] < 2:
         raise ValueError("mu must be a [d] vector with d >= 2")
     kappa = float(kappa)
@@ -396,6 +369,4 @@ def vmf_sample(mu, kappa: float, n: int, *, seed: int | None = 0, generator: np.
     t -= (t @ m)[:, None] * m[None, :]
     t /= np.linalg.norm(t, axis=1, keepdims=True)
     v = w[:, None] * m[None, :] + np.sqrt(np.clip(1.0 - w * w, 0.0, None))[:, None] * t
-    if is_torch:
-        return torch.as_tensor(v, dtype=mu.dtype if mu.is_floating_point() else torch.float32, device=mu.device)
-    return v
+    return like(mu, v, float_dtype(mu)) if isinstance(mu, torch.Tensor) else v
