@@ -140,11 +140,3 @@ def test_mice_family_settings_follow_app_d_rules(method, profile):
 def test_nmm_uses_the_papers_learning_rates(profile):
     p = resolve("nmm", profile).params  # §8.2: Adam 5e-5 (EM) / 1e-4 (consistency), batch 128
     assert (p.lr_em, p.lr_consistency, p.density_gamma) == (5e-5, 1e-4, 5.0)
-
-
-def test_no_profile_setting_cites_a_score_based_selection():
-    from importlib.resources import files
-    for f in files("mixlab.profiles").iterdir():
-        if f.name.endswith(".yaml"):
-            text = f.read_text().lower()
-            assert "silhouette" not in text and "results/selection" not in text, f.name

@@ -1,4 +1,4 @@
-"""The pins in requirements.txt and environment.yml agree, and the two commands exist."""
+"""The pins in requirements.txt and environment.yml agree, and every one is exact."""
 import re
 
 import yaml
@@ -19,11 +19,4 @@ def test_environment_yml_matches_requirements(repo):
 def test_every_requirement_is_pinned_exactly(repo):
     for line in _pins((repo / "requirements.txt").read_text().splitlines()):
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", line), line
-    req = (repo / "requirements.txt").read_text()
-    assert "torch==2.14.1" in req and "torchvision==0.29.1" in req
 
-
-def test_makefile_targets(repo):
-    text = (repo / "Makefile").read_text()
-    for target in ("test:", "reproduce:", "lab:", "clean:"):
-        assert f"\n{target}" in text
