@@ -218,6 +218,13 @@ def method_row(method: str, device: str, args, threads: int, peaks: dict) -> dic
     if args.compile:
         paths["compiled"] = {**base, "compile": True}
     trainers = {k: trainer_for(method, device, v, backbone=args.backbone) for k, v in paths.items()}
+    compile_error = None
+    if "compiled" in trainers:
+        try:
+            run_steps(trainers["compiled"], 1)  # compiles; a failure is reported, not fatal
+        except RuntimeError as e:
+            compile_error = str(e).splitlines()[0]
+            del trainers["compiled"]
     ips = interleaved_throughput(trainers, args.steps, args.warmup, args.repeats)
     default = trainers["default"]
     flops = flops_per_step(trainers["fp32"])
@@ -229,6 +236,8 @@ def method_row(method: str, device: str, args, threads: int, peaks: dict) -> dic
            "gflop_s": {k: flops * v / batch / 1e9 for k, v in ips.items()}}
     row["peak_frac"] = {"fp32": row["gflop_s"]["fp32"] * 1e9 / peaks["fp32"],
                         "default": row["gflop_s"]["default"] * 1e9 / peaks[dtype]}
+    if compile_error:
+        row["compile_error"] = compile_error
     if args.profile:
         row["profile"] = profile_table(default, args.profile_steps, args.profile_rows)
     return row
@@ -244,7 +253,9 @@ def method_table(rows: list[dict], compiled: bool) -> list[str]:
                      f" {r['img_s']['default']:,.0f} ({r['default_dtype']}) | **{r['ratio']:.2f}x** |"
                      f" {r['gflop_per_step']:.2f} | {g['fp32']:.1f} ({100 * f['fp32']:.0f} %) |"
                      f" {g['default']:.1f} ({100 * f['default']:.0f} %) |"
-                     + (f" {r['img_s']['compiled']:,.0f} |" if compiled else ""))
+                     + (f" {r['img_s']['compiled']:,.0f} |" if "compiled" in r["img_s"] else
+                        " failed (below) |" if compiled else ""))
+    lines += [f"\n{r['method']}, compiled: {r['compile_error']}" for r in rows if r.get("compile_error")]
     return lines
 
 

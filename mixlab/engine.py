@@ -184,6 +184,10 @@ class Trainer:
                 raise NonFiniteLoss(
                     f"loss of stage '{stage}' is {loss.item()} at epoch {self.epoch + 1} step {step + 1}"
                     f" (global step {self.global_step + 1}); last good checkpoint kept in {self.out}")
+            if not loss.requires_grad:
+                raise RuntimeError(f"the loss of {type(method).__name__} stage '{stage}' carries no gradient"
+                                   + (" under train.compile (torch.compile lost it): train without compile"
+                                      if self.train_cfg.compile else ""))
             opt = self.optimizers[stage]
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -56,6 +56,11 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
     assert not (tmp_path / "r" / "metrics.json").exists()
 
 
+def test_a_loss_without_gradient_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="loss of Toy stage '.*' carries no gradient"):
+        engine.train(_cfg(detach_loss=True), tmp_path / "r")
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     engine.train(_cfg(), tmp_path / "r")
     (tmp_path / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")

@@ -14,6 +14,7 @@ from mixlab.methods.base import Method
 class ToyConfig:
     n_clusters: int = 4
     blow_up_at_step: int = 0   # make the loss NaN at this step (0 = never)
+    detach_loss: bool = False  # return a loss without gradient (what torch.compile did to SiamMM's)
 
 
 class Toy(Method):
@@ -31,7 +32,7 @@ class Toy(Method):
         loss = -(p1 * p2).sum(1).log().mean() + (marginal * marginal.log()).sum()
         if self.cfg.blow_up_at_step and int(self.steps) + 1 == self.cfg.blow_up_at_step:
             loss = loss * float("nan")
-        return {"loss": loss}
+        return {"loss": loss.detach() if self.cfg.detach_loss else loss}
 
     def after_step(self, progress):
         self.steps += 1
