@@ -295,6 +295,9 @@ def test_queue_logsumexp_equals_the_formed_logits_in_value_and_gradient(monkeypa
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert queue_lse.queue_logsumexp(torch.randn(4, 8).bfloat16(), torch.randn(50, 8)).dtype == torch.float32
+    q64, n64 = torch.randn(4, 3, 8, dtype=torch.float64), torch.randn(300, 3, 8, dtype=torch.float64)
+    torch.testing.assert_close(queue_lse.queue_logsumexp(q64, n64),  # float64 stays exact (the primer's checks)
+                               torch.logsumexp(torch.einsum("ikd,bkd->bki", n64, q64), -1), rtol=1e-12, atol=1e-12)
 
 
 def test_expert_log_likelihood_is_the_first_column_of_log_softmax_of_expert_logits():

@@ -96,6 +96,8 @@ def test_mmd_centers_regular_simplex(K, d):
     off = gram[~torch.eye(K, dtype=torch.bool)]
     torch.testing.assert_close(off, torch.full_like(off, -1.0 / (K - 1)), atol=1e-6, rtol=0)
     torch.testing.assert_close(w.sum(0), torch.zeros(d, dtype=torch.float64), atol=1e-5, rtol=0)
+    w64 = mmd_centers(K, d, dtype=torch.float64)  # in float64 the simplex is exact: sum 0 to rounding
+    assert float(w64.sum(0).norm()) < 1e-12
 
 
 def test_mmd_centers_seeded_and_algorithm2_layout():

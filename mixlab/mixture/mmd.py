@@ -42,9 +42,11 @@ def _check(K: int, d: int) -> None:
 def mmd_algorithm2(K: int, d: int) -> np.ndarray:
     """MiCE Appendix B, Algorithm 2, verbatim, in float64: ``[K, d]`` with omega_1 = e_1.
 
-    Row i only uses coordinates 0..i (lower-triangular), so for K = d + 1 the last row's
-    diagonal entry would fall outside R^d; it is exactly 0 there (the previous K-1
-    coordinates already give the row unit norm), so it is dropped and rows are renormalised.
+    Row i only uses coordinates 0..i (lower-triangular). The K vertices of the simplex span
+    K - 1 dimensions, so the last row's diagonal entry is exactly 0 in exact arithmetic (its
+    first K - 1 coordinates already have unit norm); Algorithm 2's sqrt(1 - ||w||^2) gives
+    sqrt(rounding error) ~ 1e-8 there, which breaks sum_k w_k = 0 by as much, so it is set to 0
+    (for K = d + 1 that coordinate lies outside R^d anyway).
     """
     _check(K, d)
     w = np.zeros((K, max(d, K)), dtype=np.float64)
@@ -56,9 +58,9 @@ def mmd_algorithm2(K: int, d: int) -> np.ndarray:
         # The inner loop over j (lines 2-4) is forward substitution in the lower-triangular
         # system W[:i, :i] w_i = -c 1, solved here in one call (same arithmetic order).
         w[i, :i] = solve_triangular(w[:i, :i], np.full(i, -c), lower=True)
-        w[i, i] = math.sqrt(max(0.0, 1.0 - float(w[i] @ w[i])))
-    # (for K = d + 1 the skipped entry is sqrt(rounding error) ~ 1e-8, i.e. exactly 0)
-    assert np.allclose(w[:, d:], 0.0, atol=1e-6)
+        if i < K - 1:  # the last row's diagonal is exactly 0 (see above)
+            w[i, i] = math.sqrt(max(0.0, 1.0 - float(w[i] @ w[i])))
+    assert not w[:, d:].any()
     return w[:, :d]
 
 

@@ -11,7 +11,7 @@ forward keeps only the [B] log-sum-exps, and the backward recomputes each chunk'
 
     ∂ lse_b / ∂ q_b = Σ_i softmax_i(q_bᵀ n_i) n_i,      ∂ lse_b / ∂ n_i = softmax_i(q_bᵀ n_i) q_b.
 
-Always float32 (autocast off inside), whatever the caller's autocast state.
+Float32 at least (autocast off inside, whatever the caller's state); float64 inputs stay float64.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class _QueueLogSumExp(torch.autograd.Function):
 
 
 def queue_logsumexp(query: Tensor, queue: Tensor) -> Tensor:
-    """log Σ_i exp(queryᵀ queue_i) per query, in float32 (streamed over the queue; see module doc).
+    """log Σ_i exp(queryᵀ queue_i) per query, in float32 or wider (streamed over the queue; module doc).
 
     Args:
         query: ``[B, d]`` against a shared queue ``[ν, d]`` (MoCo, TCC), or ``[B, G, d]`` against
@@ -74,7 +74,8 @@ def queue_logsumexp(query: Tensor, queue: Tensor) -> Tensor:
     n = queue[:, None] if flat else queue
     if q.shape[1:] != n.shape[1:] and not (q.shape[1] == n.shape[1] and q.shape[2] == n.shape[2]):
         raise ValueError(f"query {tuple(query.shape)} and queue {tuple(queue.shape)} do not match")
+    dtype = torch.promote_types(torch.promote_types(q.dtype, n.dtype), torch.float32)  # float64 stays float64
     with torch.autocast(device_type=q.device.type, enabled=False):
-        lse = _QueueLogSumExp.apply(q.float().transpose(0, 1).contiguous(), n.float().transpose(0, 1).contiguous())
+        lse = _QueueLogSumExp.apply(q.to(dtype).transpose(0, 1).contiguous(), n.to(dtype).transpose(0, 1).contiguous())
     lse = lse.transpose(0, 1)
     return lse[:, 0] if flat else lse
