@@ -182,27 +182,43 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         print(f"[reproduce] {name}: done in {seconds} s", flush=True)
         records.append(record)
     results_dir = paths.resolve(output_dirs(profile)["results_dir"])
-    write_summary(results_dir, profile, with_earlier_runs(records, names, state_dir))
+    timings = results_dir / TIMINGS
+    rows = with_earlier_runs(records, names, state_dir,
+                             json.loads(timings.read_text()) if timings.is_file() else None)
+    io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"]}
+                            for r in rows if r.get("seconds") is not None and r.get("commit")})
+    write_summary(results_dir, profile, rows)
     claims.write_table(results_dir, profile)
     if profile == "cpu":
         fill_readme(root / "README.md", paths.root())
     return records
 
 
-def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path) -> list[dict]:
-    """One timing row per manifest notebook: this call's record where it ran, else the last run's
-    stamp (so ``--only`` and skipped re-runs keep the other notebooks' times), else "not run"."""
+TIMINGS = "timings.json"  # committed beside summary.md: each notebook's last time, for fresh checkouts
+
+
+def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path,
+                      committed: dict | None = None) -> list[dict]:
+    """One timing row per manifest notebook, with the commit it ran at: this call's record where
+    it ran, else the last run's stamp under runs/ (so ``--only`` and skipped re-runs keep the other
+    notebooks' times), else the committed ``results/timings.json`` (a fresh checkout has no
+    stamps), else "not run"."""
     mine = {r["notebook"]: r for r in records}
     rows = []
     for name in names:
         stamp = state_dir / f"{name}.json"
+        earlier = json.loads(stamp.read_text()) if stamp.is_file() else None
+        commit = (earlier or {}).get("provenance", {}).get("commit", "?")
         if mine.get(name, {}).get("status") == "ran":
-            rows.append(mine[name])
-        elif stamp.is_file():
-            earlier = json.loads(stamp.read_text())
-            commit = earlier.get("provenance", {}).get("commit", "?")
+            rows.append({**mine[name], "commit": commit})
+        elif earlier is not None:
             status = "skipped" if name in mine else "earlier run"
-            rows.append({"notebook": name, "status": f"{status} (ran at commit {commit})", "seconds": earlier.get("seconds")})
+            rows.append({"notebook": name, "status": f"{status} (ran at commit {commit})",
+                         "seconds": earlier.get("seconds"), "commit": commit})
+        elif name in (committed or {}):
+            c = committed[name]
+            rows.append({"notebook": name, "status": f"earlier run (ran at commit {c['commit']})",
+                         "seconds": c["seconds"], "commit": c["commit"]})
         else:
             rows.append({"notebook": name, "status": "not run"})
     return rows

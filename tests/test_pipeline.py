@@ -156,4 +156,13 @@ def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
     assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
         ("em_elbo_primer", "earlier run (ran at commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
     skipped = pipeline.with_earlier_runs([{"notebook": "em_elbo_primer", "status": "skipped"}], ["em_elbo_primer"], state)
-    assert skipped == [{"notebook": "em_elbo_primer", "status": "skipped (ran at commit abc1234)", "seconds": 41.5}]
+    assert skipped == [{"notebook": "em_elbo_primer", "status": "skipped (ran at commit abc1234)", "seconds": 41.5,
+                        "commit": "abc1234"}]
+
+
+def test_summary_timings_survive_a_fresh_checkout(tmp_path):
+    """With no stamps under runs/ (a fresh clone), a notebook's time comes from the committed timings."""
+    committed = {"mice": {"seconds": 3883.6, "commit": "1cf70e5"}}
+    rows = pipeline.with_earlier_runs([], ["mice", "tcc"], tmp_path / "no-stamps", committed)
+    assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
+        ("mice", "earlier run (ran at commit 1cf70e5)", 3883.6), ("tcc", "not run", None)]
