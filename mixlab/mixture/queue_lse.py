@@ -4,9 +4,10 @@ MoCo's, MiCE's and TCC's likelihoods all normalise a positive term by a sum over
 keys (MiCE Eq. 9 per expert: log Ẑ(x_n, k) = log Σ_i exp(q_{i,k}ᵀ(f_{n,k} + μ_k)/τ)). Formed
 whole, the logits are a [B, K, ν] tensor (256 x 10 x 2048 floats for MiCE on the cpu profile) that
 log_softmax, its backward, autograd's zero-filled select gradient and the casts each read and write
-again; on the CPU those memory passes were 70 % of MiCE's training step and 60 % of TCC's
-(benchmarks/throughput.py --profile). Here the queue is visited in chunks that stay in cache: the
-forward keeps only the [B] log-sum-exps, and the backward recomputes each chunk's products
+again; the profiler put those memory passes at 60-70 % of MiCE's and TCC's CPU step
+(benchmarks/throughput.py --profile); streaming them made the measured float32 step 13 % (MiCE)
+and 18 % (TCC) faster on the 2-core Intel CPU (results/benchmarks/throughput_cpu*.md). Here the
+queue is visited in chunks that stay in cache: the forward keeps only the [B] log-sum-exps, and the backward recomputes each chunk's products
 (as attention kernels do), with
 
     ∂ lse_b / ∂ q_b = Σ_i softmax_i(q_bᵀ n_i) n_i,      ∂ lse_b / ∂ n_i = softmax_i(q_bᵀ n_i) q_b.
@@ -69,13 +70,11 @@ def queue_logsumexp(query: Tensor, queue: Tensor) -> Tensor:
     """
     if queue.shape[0] == 0:
         raise ValueError("queue_logsumexp needs a non-empty queue")
-    flat = query.dim() == 2
-    q = query[:, None] if flat else query
-    n = queue[:, None] if flat else queue
-    if q.shape[1:] != n.shape[1:] and not (q.shape[1] == n.shape[1] and q.shape[2] == n.shape[2]):
+    flat = query.dim() == 2  # one group: [1, B, d] and [1, ν, d] without a transpose or a copy
+    q, n = (query[None], queue[None]) if flat else (query.transpose(0, 1), queue.transpose(0, 1))
+    if q.shape[0] != n.shape[0] or q.shape[2] != n.shape[2]:
         raise ValueError(f"query {tuple(query.shape)} and queue {tuple(queue.shape)} do not match")
     dtype = torch.promote_types(torch.promote_types(q.dtype, n.dtype), torch.float32)  # float64 stays float64
     with torch.autocast(device_type=q.device.type, enabled=False):
-        lse = _QueueLogSumExp.apply(q.to(dtype).transpose(0, 1).contiguous(), n.to(dtype).transpose(0, 1).contiguous())
-    lse = lse.transpose(0, 1)
-    return lse[:, 0] if flat else lse
+        lse = _QueueLogSumExp.apply(q.to(dtype).contiguous(), n.to(dtype).contiguous())
+    return lse[0] if flat else lse.transpose(0, 1)
