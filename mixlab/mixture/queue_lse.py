@@ -7,8 +7,8 @@ log_softmax, its backward, autograd's zero-filled select gradient and the casts 
 again; the profiler put those memory passes at 60-70 % of MiCE's and TCC's CPU step
 (benchmarks/throughput.py --profile); streaming them made the measured float32 step 13 % (MiCE)
 and 18 % (TCC) faster on the 2-core Intel CPU (results/benchmarks/throughput_cpu*.md). Here the
-queue is visited in chunks that stay in cache: the forward keeps only the [B] log-sum-exps, and the backward recomputes each chunk's products
-(as attention kernels do), with
+queue is visited in chunks that stay in cache: the forward keeps only the [B] log-sum-exps, and
+the backward recomputes each chunk's products (as attention kernels do), with
 
     ∂ lse_b / ∂ q_b = Σ_i softmax_i(q_bᵀ n_i) n_i,      ∂ lse_b / ∂ n_i = softmax_i(q_bᵀ n_i) q_b.
 
