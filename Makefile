@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
+JOBS    ?= 2
 
 .PHONY: test reproduce lab notebooks clean venv smoke
 
@@ -20,10 +21,11 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke);
-# ONLY="mice tcc" runs just those, FORCE=1 re-runs unchanged ones.
+# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke), JOBS at
+# once (default 2: the cpu profile's runs use one thread each); ONLY="mice tcc" runs just those, FORCE=1
+# re-runs unchanged ones.
 reproduce: $(STAMP)
-	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
+	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
 
 # JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/.
 # Remote or headless: make lab LAB_ARGS="--no-browser --port 8890", then ssh -L 8890:localhost:8890 HOST.

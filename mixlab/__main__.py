@@ -27,6 +27,17 @@ EPILOG = """examples:
 """
 
 
+def _whole_number(text: str) -> int:
+    """argparse type: an integer >= 1, else a one-line error saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mixlab", description="mixlab: deep clustering with mixture "
                                 "models and EM.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", metavar="NOTEBOOK",
                    help="run just this notebook of the manifest (e.g. em_elbo_primer); repeatable")
     r.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
+    r.add_argument("--jobs", type=_whole_number, default=1, metavar="N",
+                   help="notebooks to run at once (default 1; the cpu profile's runs use one thread each, "
+                        "so 2 uses both cores of a 2-core machine)")
     r.add_argument("--runner", choices=("papermill", "script"),
                    help="papermill (default when installed) or script (runs the paired .py files)")
     sub.add_parser("notebooks", help="save every notebook pair as JupyterLab + jupytext do, outputs stripped "
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             from mixlab import pipeline
             start = time.perf_counter()
             try:
-                pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner)
+                pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner,
+                                   jobs=args.jobs)
             except pipeline.NotebookFailed as exc:
                 print(f"mixlab: error: {exc}; notebooks before it kept their results", file=sys.stderr)
                 return 1

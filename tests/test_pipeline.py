@@ -166,3 +166,64 @@ def test_summary_timings_survive_a_fresh_checkout(tmp_path):
     rows = pipeline.with_earlier_runs([], ["mice", "tcc"], tmp_path / "no-stamps", committed)
     assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
         ("mice", "earlier run (ran at commit 1cf70e5)", 3883.6), ("tcc", "not run", None)]
+
+
+def test_jobs_run_notebooks_side_by_side_in_manifest_order(project, monkeypatch):
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_execute(name, params, out_dir, root):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        out = out_dir / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        return out
+
+    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    records = pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
+    assert [r["notebook"] for r in records] == ["first", "second", "third"]
+    assert [r["status"] for r in records] == ["ran"] * 3
+    assert peak[0] == 2
+
+
+def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_other(project, monkeypatch):
+    import time
+
+    started = []
+
+    def fake_execute(name, params, out_dir, root):
+        started.append(name)
+        if name == "first":
+            time.sleep(0.1)  # second has started beside it
+            raise pipeline.NotebookFailed("notebook first failed (asked to fail); its executed copy is x")
+        time.sleep(0.3)
+        out = out_dir / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        return out
+
+    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    with pytest.raises(pipeline.NotebookFailed, match="notebook first failed"):
+        pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
+    assert started == ["first", "second"]
+    assert json.loads((project / "runs" / "smoke" / ".pipeline" / "second.json").read_text())["status"] == "ran"
+    assert not (project / "runs" / "smoke" / ".pipeline" / "third.json").exists()
+
+
+def test_jobs_must_be_a_whole_number(project):
+    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
+        pipeline.reproduce("smoke", jobs=0, root=project)
+
+
+def test_cli_jobs_must_be_a_whole_number(capsys):
+    from mixlab.__main__ import main
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--jobs", "two"])
+    assert "--jobs: must be a whole number >= 1, got 'two'" in capsys.readouterr().err
