@@ -32,12 +32,13 @@ from mixlab import io  # noqa: E402
 from mixlab.provenance import provenance  # noqa: E402
 
 
-def child(method: str, threads: int, steps: int, subset: int) -> None:
+def child(method: str, threads: int, steps: int, subset: int, dataset: str | None) -> None:
     """Build and warm up one run, say "ready", wait for "go" on stdin, then print its images/s."""
     import torch
 
     torch.set_num_threads(threads)
-    trainer = trainer_for(method, "cpu", {"subset": subset, "num_threads": threads})
+    train = {"subset": subset, "num_threads": threads, **({"dataset": dataset} if dataset else {})}
+    trainer = trainer_for(method, "cpu", train)
     run_steps(trainer, 2)
     print("ready", flush=True)
     sys.stdin.readline()
@@ -45,9 +46,10 @@ def child(method: str, threads: int, steps: int, subset: int) -> None:
     print(json.dumps({"img_s": steps * trainer.train_cfg.batch_size / seconds}), flush=True)
 
 
-def together(method: str, threads: list[int], steps: int, subset: int) -> list[float]:
+def together(method: str, threads: list[int], steps: int, subset: int, dataset: str | None) -> list[float]:
     """Images/s of one child per entry of ``threads``, all timed at the same moment."""
-    cmd = [sys.executable, __file__, "--child", method, "--steps", str(steps), "--subset", str(subset)]
+    cmd = [sys.executable, __file__, "--child", method, "--steps", str(steps), "--subset", str(subset),
+           *(["--dataset", dataset] if dataset else [])]
     procs = [subprocess.Popen([*cmd, "--threads", str(t)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, cwd=REPO) for t in threads]
     for p in procs:
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--subset", type=int, default=8192, help="images the runs draw their batches from")
+    p.add_argument("--dataset", default=None, help="default: the cpu profile's (Fashion-MNIST)")
     p.add_argument("--out", default=None, help="default: results/benchmarks/side_by_side_cpu.md")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -74,14 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 1 or args.subset < 1:
         p.error(f"--steps and --subset must be >= 1 (got {args.steps} and {args.subset})")
     if args.child:
-        child(args.child, args.threads, args.steps, args.subset)
+        child(args.child, args.threads, args.steps, args.subset, args.dataset)
         return
     load0 = os.getloadavg()[0]
     rows = []
     for method in args.methods:
-        one, = together(method, [1], args.steps, args.subset)
-        two, = together(method, [2], args.steps, args.subset)
-        pair = together(method, [1, 1], args.steps, args.subset)
+        one, = together(method, [1], args.steps, args.subset, args.dataset)
+        two, = together(method, [2], args.steps, args.subset, args.dataset)
+        pair = together(method, [1, 1], args.steps, args.subset, args.dataset)
         rows.append({"method": method, "one_thread": one, "two_threads": two, "two_runs": pair})
         print(f"{method}: 1 thread {one:,.0f}, 2 threads {two:,.0f}, two 1-thread runs "
               f"{pair[0]:,.0f} + {pair[1]:,.0f} img/s", flush=True)

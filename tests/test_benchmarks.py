@@ -60,11 +60,12 @@ def test_amp_numerics_rejects_repeated_seeds(repo, capsys):
 
 def test_side_by_side_times_one_thread_two_threads_and_two_runs(repo, tmp_path):
     out = tmp_path / "side.md"
-    _script(repo, "side_by_side").main(["--methods", "moco", "--steps", "1", "--subset", "4096", "--out", str(out)])
+    _script(repo, "side_by_side").main(["--methods", "nmm", "--dataset", "digits", "--steps", "1", "--subset", "512",
+                                        "--out", str(out)])
     row, = json.loads(out.with_suffix(".json").read_text())["rows"]
-    assert row["method"] == "moco" and row["one_thread"] > 0 and row["two_threads"] > 0
+    assert row["method"] == "nmm" and row["one_thread"] > 0 and row["two_threads"] > 0
     assert len(row["two_runs"]) == 2 and all(r > 0 for r in row["two_runs"])
-    assert f"| moco | {row['one_thread']:,.0f} | {row['two_threads']:,.0f} |" in out.read_text()
+    assert f"| nmm | {row['one_thread']:,.0f} | {row['two_threads']:,.0f} |" in out.read_text()
 
 
 def test_side_by_side_rejects_bad_arguments_in_one_line(repo, capsys):
