@@ -319,6 +319,7 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
     if timings:
         lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
         lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} |" for t in timings]
-        lines.append(f"| **total** (the notebooks' own times; `make reproduce` runs JOBS = 2 at once) | | {sum(t.get('seconds') or 0 for t in timings):.1f} |")
+        total = sum(t.get('seconds') or 0 for t in timings)
+        lines.append(f"| **total** (the notebooks' own times, added; run with --jobs N they overlap) | | {total:.1f} |")
     io.write_text(results_dir / "summary.md", "\n".join(lines) + "\n")
     return results_dir / "summary.md"
