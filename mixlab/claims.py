@@ -204,8 +204,12 @@ def _num(x: float, metric: str) -> str:
     return f"{100 * x:+.1f}" if metric.endswith("acc") or metric in FRACTIONS else f"{x:+.2f}"
 
 
-def _p(x: float) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:.3g}"
+def _p(x: float, spread: float | None = None) -> str:
+    """A p-value cell; the t-test's p = 0 limit for a difference without spread over seeds
+    (every seed the same, see the module docstring) says so rather than print a bare 0."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    return "0 (no spread)" if x == 0 and spread == 0 else f"{x:.3g}"
 
 
 def format_table(records: Sequence[dict | Verdict]) -> str:
@@ -219,7 +223,7 @@ def format_table(records: Sequence[dict | Verdict]) -> str:
         c = r["claim"]
         effect = f"{_num(r['effect_mean'], c['metric'])} ± {_num(r['effect_std'], c['metric']).lstrip('+')}"
         lines.append(f"| {c['source']} | {c['claim']} | {c['metric'].upper()} | {effect} | {len(r['seeds'])} |"
-                     f" {_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r.get('experiment', '')} |")
+                     f" {_p(r['p_t'], r['effect_std'])} | {_p(r['p_wilcoxon'])} | **{r['verdict']}** | {r.get('experiment', '')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,9 @@ def test_one_seed_is_undecided_and_a_constant_difference_decides():
     assert claims.judge(CLAIM, [1, 1, 1], [10, 10, 10]).verdict == "reversed"
     assert claims.judge(CLAIM, [5, 5], [5, 5]).verdict == "undecided"
     used = claims.Claim("A uses more clusters", "Paper §8", a="A", b="B", metric="clusters_used")
-    assert "| CLUSTERS_USED | +9.00 ± 0.00 | 3 |" in claims.format_table([claims.judge(used, [10] * 3, [1] * 3)])
+    assert "| CLUSTERS_USED | +9.00 ± 0.00 | 3 | 0 (no spread) |" in claims.format_table(
+        [claims.judge(used, [10] * 3, [1] * 3)])
+    assert "| 0 (no spread) |" not in claims.format_table([claims.judge(used, [10, 11, 9], [1, 1, 1])])
 
 
 def test_equality_claim_by_equivalence():
