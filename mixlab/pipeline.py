@@ -14,7 +14,9 @@ stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered cop
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -178,10 +180,28 @@ def run_all(run_one, todo: list[tuple], jobs: int) -> dict:
     return done
 
 
+def longest_first(names: list[str], expected: dict[str, float]) -> list[str]:
+    """``names`` by decreasing expected seconds, a notebook without a time first (it may be the
+    longest), ties in the given order. Started in this order on N workers the wall time is at most
+    4/3 of the best order's (Graham's longest-processing-time rule)."""
+    return sorted(names, key=lambda name: -expected.get(name, math.inf))
+
+
+def expected_wall_seconds(names: list[str], expected: dict[str, float], jobs: int) -> float:
+    """Wall time of running ``names`` in this order, ``jobs`` at a time, if each took its expected
+    seconds (each next one starts on the first free worker); runs side by side also share the
+    cores, so a real run takes longer (benchmarks/side_by_side.py measures by how much)."""
+    free = [0.0] * jobs
+    for name in names:
+        heapq.heapreplace(free, free[0] + expected.get(name, 0.0))
+    return max(free)
+
+
 def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
               runner: str | None = None, jobs: int = 1, root: Path = REPO) -> list[dict]:
     """Run the manifest for ``profile``, ``jobs`` notebooks at a time (papermill runs each in its own
-    kernel; the script runner runs in this process, so one at a time); returns one record per
+    kernel; the script runner runs in this process, so one at a time; with ``jobs`` > 1 the longest
+    start first, by their last times in ``results/timings.json``); returns one record per
     notebook (skipped or run, seconds). On a failure no further notebook starts, the running ones
     finish and keep their results, and the first failure is raised."""
     if profile not in PROFILES:
@@ -221,12 +241,21 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         print(f"[reproduce] {name}: done in {seconds} s", flush=True)
         return record
 
-    if jobs > 1 and runner != "papermill" and len(todo) > 1:
-        print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
-    done.update(run_all(run_one, todo, jobs if runner == "papermill" else 1))
-    records = [done[name] for name in names if name in done]
     results_dir = paths.resolve(output_dirs(profile)["results_dir"])
     timings = results_dir / TIMINGS
+    if jobs > 1 and runner != "papermill" and len(todo) > 1:
+        print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
+    jobs = jobs if runner == "papermill" else 1
+    if jobs > 1 and len(todo) > 1:
+        expected = {name: row["seconds"] for name, row in
+                    (json.loads(timings.read_text()) if timings.is_file() else {}).items()}
+        order = longest_first([task[0] for task in todo], expected)
+        todo.sort(key=lambda task: order.index(task[0]))
+        print(f"[reproduce] {jobs} at a time, longest first by their last times ({TIMINGS}): {', '.join(order)};"
+              f" about {expected_wall_seconds(order, expected, jobs) / 60:.0f} min if each takes its last time"
+              " (side by side they share the cores: expect more)", flush=True)
+    done.update(run_all(run_one, todo, jobs))
+    records = [done[name] for name in names if name in done]
     rows = with_earlier_runs(records, names, state_dir,
                              json.loads(timings.read_text()) if timings.is_file() else None)
     io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"]}

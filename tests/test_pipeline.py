@@ -220,6 +220,40 @@ def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_othe
     assert not (project / "runs" / "smoke" / ".pipeline" / "third.json").exists()
 
 
+def test_jobs_start_the_longest_notebooks_first_by_their_last_times(project, monkeypatch, capsys):
+    import threading
+
+    started, lock = [], threading.Lock()
+
+    def fake_execute(name, params, out_dir, root):
+        with lock:
+            started.append(name)
+        out = out_dir / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        return out
+
+    results = project / "runs" / "smoke" / "results"
+    results.mkdir(parents=True)
+    (results / "timings.json").write_text(json.dumps({"first": {"seconds": 60, "commit": "a"},
+                                                      "second": {"seconds": 300, "commit": "a"},
+                                                      "third": {"seconds": 180, "commit": "a"}}))
+    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    records = pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
+    assert sorted(started[:2]) == ["second", "third"] and started[2] == "first"
+    assert [r["notebook"] for r in records] == ["first", "second", "third"]  # reported in manifest order
+    assert "longest first by their last times (timings.json): second, third, first; about 5 min" in capsys.readouterr().out
+
+
+def test_longest_first_and_its_expected_wall_time():
+    expected = {"a": 10.0, "b": 50.0, "c": 30.0, "d": 30.0}
+    assert pipeline.longest_first(["a", "b", "c", "d", "new"], expected) == ["new", "b", "c", "d", "a"]
+    order = pipeline.longest_first(list(expected), expected)
+    assert pipeline.expected_wall_seconds(order, expected, jobs=2) == 60.0  # b + a | c + d
+    assert pipeline.expected_wall_seconds(order, expected, jobs=1) == 120.0
+    assert pipeline.expected_wall_seconds(["a", "b", "c", "d"], expected, jobs=2) == 70.0  # a + c + d | b
+
+
 def test_jobs_must_be_a_whole_number(project):
     with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
         pipeline.reproduce("smoke", jobs=0, root=project)
