@@ -243,12 +243,12 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
 
     results_dir = paths.resolve(output_dirs(profile)["results_dir"])
     timings = results_dir / TIMINGS
+    committed = json.loads(timings.read_text()) if timings.is_file() else None
     if jobs > 1 and runner != "papermill" and len(todo) > 1:
         print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
     jobs = jobs if runner == "papermill" else 1
     if jobs > 1 and len(todo) > 1:
-        expected = {name: row["seconds"] for name, row in
-                    (json.loads(timings.read_text()) if timings.is_file() else {}).items()}
+        expected = {name: row["seconds"] for name, row in (committed or {}).items()}
         order = longest_first([task[0] for task in todo], expected)
         todo.sort(key=lambda task: order.index(task[0]))
         print(f"[reproduce] {jobs} at a time, longest first by their last times ({TIMINGS}): {', '.join(order)};"
@@ -256,8 +256,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
               " (side by side they share the cores: expect more)", flush=True)
     done.update(run_all(run_one, todo, jobs))
     records = [done[name] for name in names if name in done]
-    rows = with_earlier_runs(records, names, state_dir,
-                             json.loads(timings.read_text()) if timings.is_file() else None)
+    rows = with_earlier_runs(records, names, state_dir, committed)
     io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"]}
                             for r in rows if r.get("seconds") is not None and r.get("commit")})
     write_summary(results_dir, profile, rows)
