@@ -197,6 +197,29 @@ def expected_wall_seconds(names: list[str], expected: dict[str, float], jobs: in
     return max(free)
 
 
+def reused_run_seconds(notebook: str, profile: str, since: float) -> float:
+    """Training seconds of the runs a notebook's pass reused instead of training them: each run it
+    published during the pass (``results_dir/<notebook>/<run>-seed<s>/metrics.json`` written at or
+    after ``since``, a ``time.time()``) whose own ``runs_dir/<notebook>/<run>/seed<s>/metrics.json``
+    is older, i.e. was trained by an earlier pass; each counts the ``wall_time_s`` it recorded.
+    The pass's seconds plus these estimate the notebook's time from an empty runs/ (baselines,
+    shared by the notebooks and computed once per pass by whichever needs them first, are left out)."""
+    dirs = output_dirs(profile)
+    runs = paths.resolve(dirs["runs_dir"]) / notebook
+    total = 0.0
+    for published in (paths.resolve(dirs["results_dir"]) / notebook).glob("*-seed*/metrics.json"):
+        run, seed = published.parent.name.rsplit("-seed", 1)
+        trained = runs / run / f"seed{seed}" / "metrics.json"
+        if published.stat().st_mtime >= since and trained.is_file() and trained.stat().st_mtime < since:
+            total += json.loads(trained.read_text()).get("wall_time_s", 0.0)
+    return round(total, 1)
+
+
+def from_empty_seconds(row: dict) -> float | None:
+    """A timing row's pass seconds plus the training seconds of the runs that pass reused."""
+    return None if row.get("seconds") is None else round(row["seconds"] + row.get("reused_seconds", 0.0), 1)
+
+
 def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
               runner: str | None = None, jobs: int = 1, root: Path = REPO) -> list[dict]:
     """Run the manifest for ``profile``, ``jobs`` notebooks at a time (papermill runs each in its own
@@ -228,17 +251,21 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
 
     def run_one(name: str, params: dict, key: str) -> dict:
         print(f"[reproduce] {name}: running on profile {profile} ...", flush=True)
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         run_notebook = execute if runner == "papermill" else execute_script
         out = run_notebook(name, params, paths.resolve("runs") / profile / "notebooks", root)
         seconds = round(time.perf_counter() - start, 1)
-        record = {"notebook": name, "status": "ran", "seconds": seconds, "executed": str(out)}
+        reused = reused_run_seconds(name, profile, started_at)
+        record = {"notebook": name, "status": "ran", "seconds": seconds, "reused_seconds": reused,
+                  "executed": str(out)}
         if profile == "cpu" and name in RENDERED and out.suffix == ".ipynb":
             rendered = render(out, root / RENDERED[name])
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
             print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
         io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
-        print(f"[reproduce] {name}: done in {seconds} s", flush=True)
+        print(f"[reproduce] {name}: done in {seconds} s" + (
+            f"; it reused runs trained earlier ({reused} s of training), so from an empty runs/ about"
+            f" {from_empty_seconds(record)} s" if reused else ""), flush=True)
         return record
 
     results_dir = paths.resolve(output_dirs(profile)["results_dir"])
@@ -248,16 +275,18 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
     jobs = jobs if runner == "papermill" else 1
     if jobs > 1 and len(todo) > 1:
-        expected = {name: row["seconds"] for name, row in (committed or {}).items()}
+        expected = {name: from_empty_seconds(row) for name, row in (committed or {}).items()}
         order = longest_first([task[0] for task in todo], expected)
         todo.sort(key=lambda task: order.index(task[0]))
         print(f"[reproduce] {jobs} at a time, longest first by their last times ({TIMINGS}): {', '.join(order)};"
               f" about {expected_wall_seconds(order, expected, jobs) / 60:.0f} min if each takes its last time"
+              " from an empty runs/"
               " (side by side they share the cores: expect more)", flush=True)
     done.update(run_all(run_one, todo, jobs))
     records = [done[name] for name in names if name in done]
     rows = with_earlier_runs(records, names, state_dir, committed)
-    io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"]}
+    io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"],
+                                            **({"reused_seconds": r["reused_seconds"]} if r.get("reused_seconds") else {})}
                             for r in rows if r.get("seconds") is not None and r.get("commit")})
     write_summary(results_dir, profile, rows)
     claims.write_table(results_dir, profile)
@@ -266,6 +295,9 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     return records
 
 
+REUSE_NOTE = ("A pass that found finished runs of an unchanged config under runs/ reused them instead of"
+              " training them again; their training seconds (each run's own `wall_time_s`) are added back to"
+              " estimate the pass from an empty runs/. Shared baselines reused from an earlier pass are not.")
 TIMINGS = "timings.json"  # committed beside summary.md: each notebook's last time, for fresh checkouts
 
 
@@ -286,11 +318,13 @@ def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path,
         elif earlier is not None:
             status = "skipped" if name in mine else "earlier run"
             rows.append({"notebook": name, "status": f"{status} (ran at commit {commit})",
-                         "seconds": earlier.get("seconds"), "commit": commit})
+                         "seconds": earlier.get("seconds"), "reused_seconds": earlier.get("reused_seconds", 0.0),
+                         "commit": commit})
         elif name in (committed or {}):
             c = committed[name]
             rows.append({"notebook": name, "status": f"earlier run (ran at commit {c['commit']})",
-                         "seconds": c["seconds"], "commit": c["commit"]})
+                         "seconds": c["seconds"], "reused_seconds": c.get("reused_seconds", 0.0),
+                         "commit": c["commit"]})
         else:
             rows.append({"notebook": name, "status": "not run"})
     return rows
@@ -345,9 +379,15 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
         lines.append(f"| {r['experiment']} | {r.iloc[1]} | " + " | ".join(cells)
                      + f" | {int(r['seeds'])} | {r['wall_time_s']} |")
     if timings:
-        lines += ["", "| notebook | status | seconds |", "|---|---|---|"]
-        lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} |" for t in timings]
+        lines += ["", "| notebook | status | seconds | + reused runs' training (s) | from an empty runs/ (s) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} | {t.get('reused_seconds') or ''}"
+                  f" | {from_empty_seconds(t) or ''} |" for t in timings]
         total = sum(t.get('seconds') or 0 for t in timings)
-        lines.append(f"| **total** (the notebooks' own times, added; run with --jobs N they overlap) | | {total:.1f} |")
+        reused = sum(t.get('reused_seconds') or 0 for t in timings)
+        lines.append(f"| **total** (the notebooks' own times, added; run with --jobs N they overlap) | | {total:.1f}"
+                     f" | {reused:.1f} | {total + reused:.1f} |")
+        if reused:
+            lines += ["", REUSE_NOTE]
     io.write_text(results_dir / "summary.md", "\n".join(lines) + "\n")
     return results_dir / "summary.md"

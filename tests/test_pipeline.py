@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -157,7 +158,7 @@ def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
         ("em_elbo_primer", "earlier run (ran at commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
     skipped = pipeline.with_earlier_runs([{"notebook": "em_elbo_primer", "status": "skipped"}], ["em_elbo_primer"], state)
     assert skipped == [{"notebook": "em_elbo_primer", "status": "skipped (ran at commit abc1234)", "seconds": 41.5,
-                        "commit": "abc1234"}]
+                        "reused_seconds": 0.0, "commit": "abc1234"}]
 
 
 def test_summary_timings_survive_a_fresh_checkout(tmp_path):
@@ -264,3 +265,60 @@ def test_cli_jobs_must_be_a_whole_number(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--jobs", "two"])
     assert "--jobs: must be a whole number >= 1, got 'two'" in capsys.readouterr().err
+
+
+def test_runs_reused_from_an_earlier_pass_count_toward_the_time_from_an_empty_runs_dir(project, monkeypatch):
+    """A pass that reuses a trained run records that run's training seconds beside its own, in the stamp,
+    timings.json and summary.md; a run trained in the pass, or published by an earlier pass only, adds nothing."""
+    runs, results = project / "runs" / "smoke", project / "runs" / "smoke" / "results"
+
+    def publish(run, wall, trained_before, published_before=False):
+        trained = runs / "first" / run / "seed0" / "metrics.json"
+        published = results / "first" / f"{run}-seed0" / "metrics.json"
+        for path in (trained, published):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"wall_time_s": wall}))
+        earlier = time.time() - 3600
+        if trained_before:
+            os.utime(trained, (earlier, earlier))
+        if published_before:
+            os.utime(published, (earlier, earlier))
+
+    publish("stale", 999.0, trained_before=True, published_before=True)  # not used by this pass
+
+    def fake_execute(name, params, out_dir, root):
+        if name == "first":
+            publish("reused", 120.0, trained_before=True)
+            publish("trained now", 50.0, trained_before=False)
+        out = out_dir / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        return out
+
+    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    records = pipeline.reproduce("smoke", runner="papermill", root=project)
+    assert [r["reused_seconds"] for r in records] == [120.0, 0.0, 0.0]
+    assert json.loads((runs / ".pipeline" / "first.json").read_text())["reused_seconds"] == 120.0
+    timings = json.loads((results / "timings.json").read_text())
+    assert timings["first"]["reused_seconds"] == 120.0 and "reused_seconds" not in timings["second"]
+    first = records[0]["seconds"]
+    assert f"| first | ran | {first} | 120.0 | {round(first + 120.0, 1)} |" in (results / "summary.md").read_text()
+    assert pipeline.REUSE_NOTE in (results / "summary.md").read_text()
+
+
+def test_longest_first_counts_the_runs_a_notebooks_last_pass_reused(project, monkeypatch, capsys):
+    def fake_execute(name, params, out_dir, root):
+        out = out_dir / f"{name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        return out
+
+    results = project / "runs" / "smoke" / "results"
+    results.mkdir(parents=True)
+    (results / "timings.json").write_text(json.dumps({"first": {"seconds": 60, "reused_seconds": 400, "commit": "a"},
+                                                      "second": {"seconds": 300, "commit": "a"},
+                                                      "third": {"seconds": 180, "commit": "a"}}))
+    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
+    # 460 | 300 + 180 on two workers: 480 s
+    assert "(timings.json): first, second, third; about 8 min" in capsys.readouterr().out
