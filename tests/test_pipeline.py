@@ -42,6 +42,14 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+def executed_copy(out_dir, name):
+    """What a fake ``pipeline.execute`` leaves: an (empty) executed notebook, whose path it returns."""
+    out = out_dir / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("{}")
+    return out
+
+
 def test_script_runner_runs_skips_and_summarizes(project):
     first = pipeline.reproduce("smoke", runner="script", root=project)
     assert [r["status"] for r in first] == ["ran"] * 3
@@ -182,10 +190,7 @@ def test_jobs_run_notebooks_side_by_side_in_manifest_order(project, monkeypatch)
         time.sleep(0.3)
         with lock:
             running[0] -= 1
-        out = out_dir / f"{name}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("{}")
-        return out
+        return executed_copy(out_dir, name)
 
     monkeypatch.setattr(pipeline, "execute", fake_execute)
     records = pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
@@ -208,10 +213,7 @@ def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_othe
             second_started.wait(10)  # fail only once second runs beside it
             raise pipeline.NotebookFailed("notebook first failed (asked to fail); its executed copy is x")
         time.sleep(0.3)
-        out = out_dir / f"{name}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("{}")
-        return out
+        return executed_copy(out_dir, name)
 
     monkeypatch.setattr(pipeline, "execute", fake_execute)
     with pytest.raises(pipeline.NotebookFailed, match="notebook first failed"):
@@ -229,10 +231,7 @@ def test_jobs_start_the_longest_notebooks_first_by_their_last_times(project, mon
     def fake_execute(name, params, out_dir, root):
         with lock:
             started.append(name)
-        out = out_dir / f"{name}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("{}")
-        return out
+        return executed_copy(out_dir, name)
 
     results = project / "runs" / "smoke" / "results"
     results.mkdir(parents=True)
@@ -290,10 +289,7 @@ def test_runs_reused_from_an_earlier_pass_count_toward_the_time_from_an_empty_ru
         if name == "first":
             publish("reused", 120.0, trained_before=True)
             publish("trained now", 50.0, trained_before=False)
-        out = out_dir / f"{name}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("{}")
-        return out
+        return executed_copy(out_dir, name)
 
     monkeypatch.setattr(pipeline, "execute", fake_execute)
     records = pipeline.reproduce("smoke", runner="papermill", root=project)
@@ -307,18 +303,12 @@ def test_runs_reused_from_an_earlier_pass_count_toward_the_time_from_an_empty_ru
 
 
 def test_longest_first_counts_the_runs_a_notebooks_last_pass_reused(project, monkeypatch, capsys):
-    def fake_execute(name, params, out_dir, root):
-        out = out_dir / f"{name}.ipynb"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("{}")
-        return out
-
     results = project / "runs" / "smoke" / "results"
     results.mkdir(parents=True)
     (results / "timings.json").write_text(json.dumps({"first": {"seconds": 60, "reused_seconds": 400, "commit": "a"},
                                                       "second": {"seconds": 300, "commit": "a"},
                                                       "third": {"seconds": 180, "commit": "a"}}))
-    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    monkeypatch.setattr(pipeline, "execute", lambda name, params, out_dir, root: executed_copy(out_dir, name))
     pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     # 460 | 300 + 180 on two workers: 480 s
     assert "(timings.json): first, second, third; about 8 min" in capsys.readouterr().out
