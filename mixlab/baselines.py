@@ -100,21 +100,26 @@ def compute(name: str, x: np.ndarray, y: np.ndarray, settings: Settings, seed: i
 
 
 def rows(settings: Settings, seeds=(0,), *, runs_dir: str | Path = "runs", names=NAMES) -> list[dict]:
-    """Every baseline on every seed, each computed once and then read from its cache file."""
+    """Every baseline on every seed, each computed once and then read from its cache file. Notebooks
+    side by side split the work: each first computes the entries no other process is computing
+    (a lock file beside each), then waits for and reads the others'."""
     folder = paths.resolve(runs_dir) / "baselines" / f"{settings.dataset.replace(':', '_').replace('/', '_')}-{settings.key()}"
-    out, data = [], None
-    for name in names:
-        for seed in seeds:
-            path = folder / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
-            if cache.is_current(path, asdict(settings), field="settings"):
-                out.append(json.loads(path.read_text())["result"])
+    key = asdict(settings)
+    todo = {(name, seed): folder / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}.json"
+            for name in names for seed in seeds}
+    found, data = {}, None
+    for wait in (False, True):
+        for (name, seed), path in todo.items():
+            if (name, seed) in found:
                 continue
-            if data is None:
-                data = pixels(settings)
-            result = compute(name, *data, settings, seed)
-            io.write_json(path, {"settings": asdict(settings), "result": result})
-            out.append(result)
-    return out
+            with cache.exclusive(path.with_name(path.name + ".lock"), wait=wait) as held:
+                if not held:
+                    continue
+                if not cache.is_current(path, key, field="settings"):
+                    data = pixels(settings) if data is None else data
+                    io.write_json(path, {"settings": key, "result": compute(name, *data, settings, seed)})
+                found[name, seed] = json.loads(path.read_text())["result"]
+    return [found[item] for item in todo]
 
 
 def settings_of(train_cfg) -> Settings:

@@ -68,3 +68,42 @@ def test_beside_appends_the_baselines_to_a_table(tmp_path):
     assert isinstance(out, pd.DataFrame)
     text = experiments.format_table(out, ("acc", "linear_probe_acc"))
     assert "| MiCE | 50.0 ± 0.0 | 70.0 ± 0.0 |" in text and f"| {FAST[0]} | " in text and " | – | 1 |" in text
+
+
+def test_side_by_side_callers_split_the_baselines_instead_of_each_computing_all(tmp_path, monkeypatch):
+    """While another process holds an entry's lock (it is computing it), rows() computes the other
+    entries first, then waits for that one and reads what the other wrote: nothing is computed twice."""
+    import json
+    import threading
+    import time
+    from dataclasses import asdict
+
+    from mixlab import cache, io
+
+    computed = []
+
+    def fake(name, x, y, settings, seed):
+        computed.append((name, seed))
+        return {"name": name, "seed": seed, "acc": 0.5}
+
+    monkeypatch.setattr(baselines, "compute", fake)
+    monkeypatch.setattr(baselines, "pixels", lambda settings: (np.zeros((4, 2), np.float32), np.zeros(4, int)))
+    folder = tmp_path / "baselines" / f"digits-{DIGITS.key()}"
+    busy = folder / "k-means_pixels-seed0.json"
+    out = []
+    with cache.exclusive(busy.with_name(busy.name + ".lock"), wait=True) as held:
+        assert held
+        caller = threading.Thread(target=lambda: out.extend(baselines.rows(DIGITS, seeds=(0, 1), runs_dir=tmp_path,
+                                                                           names=FAST)))
+        caller.start()
+        deadline = time.monotonic() + 30
+        while len(computed) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(computed) == sorted([(FAST[0], 1), (FAST[1], 0), (FAST[1], 1)])
+        assert caller.is_alive()  # waiting for the busy entry
+        io.write_json(busy, {"settings": asdict(DIGITS), "result": {"name": FAST[0], "seed": 0, "acc": 0.9}})
+    caller.join(30)
+    assert (FAST[0], 0) not in computed
+    assert [(r["name"], r["seed"], r["acc"]) for r in out] == [(FAST[0], 0, 0.9), (FAST[0], 1, 0.5),
+                                                               (FAST[1], 0, 0.5), (FAST[1], 1, 0.5)]
+    assert json.loads(busy.read_text())["result"]["acc"] == 0.9
