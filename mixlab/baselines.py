@@ -116,7 +116,8 @@ def rows(settings: Settings, seeds=(0,), *, runs_dir: str | Path = "runs", names
                 if not held:
                     continue
                 if not cache.is_current(path, key, field="settings"):
-                    data = pixels(settings) if data is None else data
+                    if data is None:
+                        data = pixels(settings)
                     io.write_json(path, {"settings": key, "result": compute(name, *data, settings, seed)})
                 found[name, seed] = json.loads(path.read_text())["result"]
     return [found[item] for item in todo]
