@@ -8,7 +8,11 @@ JOBS    ?= 2
 
 .PHONY: test reproduce lab notebooks clean venv smoke
 
-venv: $(STAMP)
+# Notebooks are tracked as jupytext .py files; their .ipynb twins (git-ignored) are built from them.
+NOTEBOOKS := $(patsubst %.py,%.ipynb,$(wildcard notebooks/*.py))
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+venv: $(STAMP) $(NOTEBOOKS)
 
 # Create the virtualenv from the exact pins on first use (and again when the pins change).
 $(STAMP): requirements.txt pyproject.toml
@@ -18,7 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-test: $(STAMP)
+# A .py newer than its .ipynb (edited in an editor, or pulled) updates the .ipynb's inputs, keeping its outputs.
+notebooks/%.ipynb: notebooks/%.py | $(STAMP)
+	@$(BIN)/jupytext --quiet --sync $<
+
+test: $(STAMP) $(NOTEBOOKS)
 	$(BIN)/python -m pytest
 
 # Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke), JOBS at
@@ -27,13 +35,20 @@ test: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
 
-# JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/.
-# Remote or headless: make lab LAB_ARGS="--no-browser --port 8890", then ssh -L 8890:localhost:8890 HOST.
+# JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/, where a
+# double-click opens a .py as a notebook (.jupyter/overrides.json). Root (containers, cloud notebooks)
+# gets --allow-root. Remote or headless: make lab LAB_ARGS="--no-browser --port 8890", then
+# ssh -L 8890:localhost:8890 HOST.
 LAB_ARGS ?=
-lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+lab: $(STAMP) $(NOTEBOOKS) $(LAB_SETTINGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
-# Save every notebook pair as the pinned JupyterLab + jupytext do, outputs stripped (before committing).
+$(LAB_SETTINGS): .jupyter/overrides.json | $(STAMP)
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+# Save every notebook .py as the pinned JupyterLab + jupytext do (before committing a notebook edited elsewhere).
 notebooks: $(STAMP)
 	$(BIN)/python -m mixlab notebooks
 

@@ -9,9 +9,10 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from mixlab.config import PROFILES, ConfigError, load_param_file, parse_set, resolve
+from mixlab.config import DATA_FIELDS, PROFILES, ConfigError, load_param_file, parse_data_set, parse_set, resolve
 from mixlab import engine
 from mixlab.engine import CheckpointError, NonFiniteLoss
 
@@ -21,6 +22,7 @@ EPILOG = """examples:
   python -m mixlab eval --run runs/mice0
   python -m mixlab train --method mice --dataset folder:~/Pictures/birds --profile cpu --out runs/birds
   python -m mixlab predict --run runs/birds --dataset folder:~/Pictures/new-birds --out new-birds.csv
+  python -m mixlab predict ... --set skip_unreadable=true   (skip files that are not readable images)
   python -m mixlab config --method nmm --profile gpu
   torchrun --nproc_per_node=2 -m mixlab train --method moco --profile smoke --out /tmp/ddp
   python -m mixlab --debug train ...   (or MIXLAB_DEBUG=1): full traceback instead of a one-line error
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--dataset", required=True, help="folder:PATH (or a registered dataset of the run's image shape)")
     a.add_argument("--out", required=True, help="CSV file to write (path or index, cluster, probability)")
     a.add_argument("--channels", type=int, choices=(1, 3), help="convert the images to this many channels")
+    a.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help=f"how to read the images, as for train: {', '.join(DATA_FIELDS)}"
+                        " (e.g. --set skip_unreadable=true); repeatable")
     a.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     c = sub.add_parser("config", help="print the resolved configuration of a run without training")
     run_options(c)
@@ -137,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             from mixlab import assignments
-            rows = assignments.predict(args.run, args.dataset, args.out, channels=args.channels, device=args.device)
+            data = parse_data_set(args.set)
+            if args.channels is not None:
+                data["channels"] = args.channels
+            rows = assignments.predict(args.run, args.dataset, args.out, device=args.device, **data)
             print(f"[predict] {len(rows)} images assigned to {rows['cluster'].nunique()} clusters -> {args.out}")
             return 0
         if args.command == "eval":
@@ -149,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = engine.train(cfg, args.out, resume=args.resume)
         from mixlab import distributed
+        main_process = distributed.is_main()
         distributed.shutdown()  # only after success: a failed rank must not wait at a barrier
-        keys = ("acc", "nmi", "ari", "ami") if "acc" in result else ("n_nonempty", "max_cluster_frac", "objective")
-        print(json.dumps({k: result[k] for k in keys}))
+        if main_process:  # the other ranks' results lack what only rank 0 computes (objective, files)
+            keys = ("acc", "nmi", "ari", "ami") if "acc" in result else ("n_nonempty", "max_cluster_frac", "objective")
+            print(json.dumps({k: result[k] for k in keys}))
         return 0
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, NonFiniteLoss, CheckpointError) as exc:
         if args.debug or os.environ.get("MIXLAB_DEBUG", "0") not in ("", "0"):
@@ -164,5 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _one_line_warnings() -> None:
+    """Show mixlab's own warnings (e.g. skipped files) as one line ``mixlab: warning: <message>``, like
+    its other notes, instead of Python's two lines with the source; others keep Python's format."""
+    package = str(Path(__file__).resolve().parent)
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if str(Path(filename).resolve()).startswith(package):
+            return f"mixlab: warning: {str(message).splitlines()[0] if str(message) else category.__name__}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+
+
 if __name__ == "__main__":
+    _one_line_warnings()
     sys.exit(main())

@@ -82,16 +82,18 @@ def load_trained(run: str | Path, device: str = "cpu"):
     return cfg, spec, augmenter, method
 
 
-def load_matching(name: str, cfg, spec: dict, channels: int | None = None):
-    """Dataset ``name`` preprocessed as the run's training data; ValueError (one line) when its
-    images cannot match the run's channel count or image size."""
+def load_matching(name: str, cfg, spec: dict, channels: int | None = None, skip_unreadable: bool | None = None):
+    """Dataset ``name`` preprocessed as the run's training data (``channels`` and
+    ``skip_unreadable``, when given, replace the run's); ValueError (one line) when its images
+    cannot match the run's channel count or image size."""
     from mixlab.data import load
     from mixlab.data.folder import PREFIX
 
     trained = f"{spec['channels']}-channel {spec['stored_size']}x{spec['stored_size']}"
     if name.startswith(PREFIX):
+        skip = cfg.train.skip_unreadable if skip_unreadable is None else skip_unreadable
         data = load(name, image_size=spec["stored_size"], channels=channels or cfg.train.channels,
-                    skip_unreadable=cfg.train.skip_unreadable)
+                    skip_unreadable=skip)
         if data.images.shape[1] != spec["channels"]:
             raise ValueError(f"{name} holds {data.images.shape[1]}-channel images but the run was trained on"
                              f" {trained} images; pass --channels {spec['channels']} to convert them")
@@ -105,9 +107,10 @@ def load_matching(name: str, cfg, spec: dict, channels: int | None = None):
 
 
 def predict(run: str | Path, dataset: str, out: str | Path, *, channels: int | None = None,
-            device: str = "cpu") -> pd.DataFrame:
-    """Assign the images of ``dataset`` with the trained ``run``; writes and returns the CSV rows."""
+            skip_unreadable: bool | None = None, device: str = "cpu") -> pd.DataFrame:
+    """Assign the images of ``dataset`` with the trained ``run``; writes and returns the CSV rows.
+    ``channels`` and ``skip_unreadable`` (None: the run's) say how a folder's files are read."""
     cfg, spec, augmenter, method = load_trained(run, device)
-    data = load_matching(dataset, cfg, spec, channels)
+    data = load_matching(dataset, cfg, spec, channels, skip_unreadable)
     write_csv(out, ids_of(data), apply(cfg, augmenter, method, data.images, "predict"))
     return pd.read_csv(out)

@@ -12,6 +12,7 @@ One override path, later layers winning: the field defaults, then the profile (`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -24,8 +25,9 @@ import yaml
 from mixlab.checks import ConfigError, check_choice, check_positive
 from mixlab.methods import PROFILE_DIR, get_method, profile_file
 
-__all__ = ["PROFILES", "ConfigError", "check_choice", "check_positive", "TrainConfig", "RunConfig", "build",
-           "load_yaml", "load_param_file", "parse_set", "profile_layer", "resolve", "from_dict"]
+__all__ = ["PROFILES", "DATA_FIELDS", "ConfigError", "check_choice", "check_positive", "TrainConfig", "RunConfig",
+           "build", "did_you_mean", "load_yaml", "load_param_file", "parse_set", "parse_data_set", "profile_layer",
+           "resolve", "from_dict"]
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 SMOKE_NOTE = "smoke profile: a plumbing check on tiny data and budgets, not a result"
@@ -105,6 +107,12 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config annotation {tp!r} for {where}")
 
 
+def did_you_mean(name: str, known) -> str:
+    """``"; did you mean X?"`` for the name of ``known`` closest to ``name`` (difflib), else ""."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def build(cls, values: dict | None, where: str):
     """Construct dataclass ``cls`` from a mapping, naming the field on any error."""
     values = dict(values or {})
@@ -112,7 +120,8 @@ def build(cls, values: dict | None, where: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown field {where}.{unknown[0]}; known fields: {', '.join(sorted(names))}")
+        hint = did_you_mean(unknown[0], names) or f"; known fields: {', '.join(sorted(names))}"
+        raise ConfigError(f"unknown field {where}.{unknown[0]}{hint}")
     kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in values.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
@@ -199,19 +208,25 @@ def _merge(base: dict, over: dict | None) -> dict:
     return out
 
 
+def _split_set(item: str) -> tuple[str, Any]:
+    """``'lr=0.1'`` -> ``('lr', 0.1)``: the value read as YAML (a string if it is not valid YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r} must look like field=value (e.g. --set lr=0.1)")
+    try:
+        value = load_yaml(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
 def parse_set(assignments: list[str], method_cls) -> dict:
     """Turn ``['lr=0.1', 'method.tau=0.5']`` into ``{'train': {...}, 'method': {...}}``."""
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     method_names = {f.name for f in dataclasses.fields(method_cls.Config)}
     out: dict = {"train": {}, "method": {}}
     for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must look like field=value (e.g. --set lr=0.1)")
-        try:
-            value = load_yaml(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
+        key, value = _split_set(item)
         section, _, name = key.rpartition(".")
         if section and section not in ("train", "method"):
             raise ConfigError(f"--set {key}: prefix must be 'train.' or 'method.'")
@@ -220,10 +235,30 @@ def parse_set(assignments: list[str], method_cls) -> dict:
             if in_train and in_method:
                 raise ConfigError(f"--set {name} is ambiguous; write train.{name} or method.{name}")
             if not (in_train or in_method):
-                raise ConfigError(f"--set {name}: unknown field; train fields: {', '.join(sorted(train_names))};"
-                                  f" method fields: {', '.join(sorted(method_names))}")
+                hint = did_you_mean(name, train_names | method_names) or \
+                    "; `python -m mixlab config --method <method>` prints every field"
+                raise ConfigError(f"--set {name}: unknown field{hint}")
             section = "train" if in_train else "method"
         out[section][name] = value
+    return out
+
+
+# train.* fields that say how a dataset's files are read; `predict` takes these (the rest comes from the run)
+DATA_FIELDS = ("channels", "skip_unreadable")
+
+
+def parse_data_set(assignments: list[str]) -> dict:
+    """``--set`` of ``python -m mixlab predict``: ``{field: value}`` for the fields of
+    :data:`DATA_FIELDS` (bare or ``train.``), type-checked; any other field is a ConfigError."""
+    out: dict = {}
+    for item in assignments:
+        key, value = _split_set(item)
+        section, _, name = key.rpartition(".")
+        if section not in ("", "train") or name not in DATA_FIELDS:
+            raise ConfigError(f"--set {key}: predict takes only the data fields {', '.join(DATA_FIELDS)} (the"
+                              f" other settings come from the run){did_you_mean(name, DATA_FIELDS)}")
+        out[name] = value
+    build(TrainConfig, out, "train")  # types and values, e.g. channels in (1, 3)
     return out
 
 

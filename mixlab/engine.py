@@ -5,11 +5,13 @@ It knows nothing method-specific: everything goes through :class:`mixlab.methods
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import pickle
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,8 @@ from tqdm.auto import tqdm
 from mixlab import distributed as dist
 from mixlab import assignments, io, paths, precision
 from mixlab.config import RunConfig, TrainConfig
-from mixlab.data import load as load_dataset
+from mixlab.data import folder_subset, load as load_dataset
+from mixlab.data.folder import PREFIX as FOLDER_PREFIX
 from mixlab.data.augment import make_augmenter
 from mixlab.methods import get_method
 from mixlab.methods.base import DataSpec, EpochContext, Method, StepProgress, evaluating
@@ -71,31 +74,108 @@ def lr_multiplier(train: TrainConfig, steps_per_epoch: int) -> Callable[[int], f
     return factor
 
 
+def warn(message: str) -> None:
+    """Tell the user something went differently than asked: one line ``mixlab: warning: ...`` on
+    stderr, from the main process only."""
+    if int(os.environ.get("RANK", "0")) == 0 and dist.is_main():
+        print(f"mixlab: warning: {message}", file=sys.stderr, flush=True)
+
+
+def planned_world_size() -> int:
+    """The number of training processes: the process group's, or torchrun's ``WORLD_SIZE`` before it exists."""
+    return dist.world_size() if dist.is_distributed() else max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def fit_to_data(cfg: RunConfig, n_samples: int, world_size: int | None = None) -> tuple[RunConfig, str]:
+    """``cfg`` with the settings that cannot exceed the data lowered to fit ``n_samples`` training
+    samples, and one line saying what changed ("" when nothing did). The one place that does it:
+    :func:`build` calls it before the method exists, so config.json and the checkpoint hold the
+    lowered values and eval, predict and resume rebuild the same model.
+
+    * ``train.batch_size``: at most the samples per process (``n_samples // world_size``), since an
+      epoch is made of full (drop-last) batches;
+    * ``method.queue_size`` (MiCE, MoCo, TCC): the queue holds at most N embeddings (MiCE Eq. 2);
+      when lowered, by the profiles' rule: the largest multiple of the global batch <= N.
+    """
+    world = world_size or planned_world_size()
+    per_rank = n_samples // world
+    train, params = cfg.train, cfg.params
+    changes = []
+    if 1 <= per_rank < train.batch_size:
+        changes.append(f"batch_size {train.batch_size} -> {per_rank}")
+        train = dataclasses.replace(train, batch_size=per_rank)
+    queue = getattr(params, "queue_size", None)
+    if isinstance(queue, int) and per_rank >= 1 and queue > n_samples:
+        step = train.batch_size * world
+        fitted = n_samples // step * step
+        changes.append(f"queue_size {queue} -> {fitted}")
+        params = dataclasses.replace(params, queue_size=fitted)
+    if not changes:
+        return cfg, ""
+    what = "images" if cfg.train.dataset.startswith(FOLDER_PREFIX) else "samples"
+    per = f" ({per_rank} per process)" if world > 1 else ""
+    note = (f"{n_samples} training {what}{per}: {', '.join(changes)} (the data is smaller than the"
+            f" '{cfg.profile}' profile's settings; config.json records the values used)")
+    return dataclasses.replace(cfg, train=train, params=params), note
+
+
+def fitted_fields(asked: RunConfig, used: RunConfig) -> dict:
+    """``{"train.batch_size": [256, 60], ...}``: the fields :func:`fit_to_data` changed, as asked and as used."""
+    a, u = asked.to_dict(), used.to_dict()
+    return {f"{section}.{k}": [v, u[section][k]] for section in ("train", "method_params")
+            for k, v in a[section].items() if u[section][k] != v}
+
+
+def asked_config(stored: dict) -> dict:
+    """A run's config.json as it was asked for (``RunConfig.to_dict()`` of the config given to
+    :func:`train`): its ``fitted_to_data`` record undone, so a cache can compare it with a request."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in stored.items() if k != "fitted_to_data"}
+    for key, (asked, _) in stored.get("fitted_to_data", {}).items():
+        section, _, name = key.partition(".")
+        out[section][name] = asked
+    return out
+
+
 @dataclass
 class Setup:
     """Everything a run needs, built (and validated) before anything is written."""
 
-    cfg: RunConfig
+    cfg: RunConfig            # as run: batch and queue fitted to the data (fit_to_data)
     device: torch.device
-    images: torch.Tensor      # the whole dataset on the device (uint8 images or float points)
+    images: torch.Tensor      # the training data on the device (uint8 images or float points)
     labels: torch.Tensor | None  # CPU, evaluation only; None for unlabeled data
     augmenter: object
     method: Method
     source: str
     ids: tuple[str, list]     # ("path", relative files) for folder: datasets, else ("index", rows)
+    # a folder: dataset trained on a subset: every image of the folder (CPU) and its ids, so that
+    # assignments.csv has a row for each; None when the training data is the whole dataset
+    all_images: torch.Tensor | None = None
+    all_ids: tuple[str, list] | None = None
 
 
 def build(cfg: RunConfig) -> Setup:
-    """Load data, build augmentation and the method; raises clear errors on bad input."""
+    """Load data, fit batch and queue to it (:func:`fit_to_data`, with one warning line when
+    they change), build augmentation and the method; raises clear errors on bad input."""
     train = cfg.train
     device = pick_device(train.device)
-    data = load_dataset(train.dataset, subset=train.subset, seed=train.data_seed, image_size=train.image_size,
-                        channels=train.channels, skip_unreadable=train.skip_unreadable)
+    data = load_dataset(train.dataset, subset=None if train.dataset.startswith(FOLDER_PREFIX) else train.subset,
+                        seed=train.data_seed, image_size=train.image_size, channels=train.channels,
+                        skip_unreadable=train.skip_unreadable)
+    whole = None
+    if train.dataset.startswith(FOLDER_PREFIX):  # the same rows as load(subset=...), keeping the whole folder
+        whole, data = data, folder_subset(data, train.subset, train.data_seed)
+        if len(data) == len(whole):
+            whole = None
     images = data.images
-    size = (train.image_size or images.shape[-1]) if images.dtype == torch.uint8 else 0
+    cfg, note = fit_to_data(cfg, len(images))
+    if note:
+        warn(note)
+    size = (cfg.train.image_size or images.shape[-1]) if images.dtype == torch.uint8 else 0
     augmenter, method = make_model(cfg, images.shape[1], size, len(images), device)
     return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source,
-                 assignments.ids_of(data))
+                 assignments.ids_of(data), whole.images if whole is not None else None,
+                 assignments.ids_of(whole) if whole is not None else None)
 
 
 def make_model(cfg: RunConfig, channels: int, size: int, n_samples: int, device: torch.device):
@@ -113,6 +193,21 @@ def make_model(cfg: RunConfig, channels: int, size: int, n_samples: int, device:
     if train.channels_last and device.type == "cuda":
         method = method.to(memory_format=torch.channels_last)
     return augmenter, method
+
+
+COLLAPSE_FRAC = 0.9  # a run whose largest cluster holds more than this fraction gets a warning
+
+
+def collapse_warning(sizes: list[int], epochs: int, what: str = "images") -> str:
+    """A line saying that one cluster holds more than :data:`COLLAPSE_FRAC` of the data, with the
+    likely cause and what to try; "" otherwise (or when there is a single cluster)."""
+    n = sum(sizes)
+    if len(sizes) < 2 or n == 0 or max(sizes) <= COLLAPSE_FRAC * n:
+        return ""
+    k = max(range(len(sizes)), key=sizes.__getitem__)
+    return (f"cluster {k} holds {100 * sizes[k] // n}% of the {n} {what} after {epochs} epoch(s): with so few"
+            f" {what} or epochs the model has not separated them; train longer (--set epochs=...), lower"
+            " n_clusters, or use more images")
 
 
 class Trainer:
@@ -233,17 +328,19 @@ class Trainer:
         return bool(dist.broadcast_(torch.tensor([float(spent >= budget)], device=self.s.device)).item())
 
     @torch.no_grad()
-    def map_dataset(self, fn, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply ``fn`` to clean (un-augmented) batches of the dataset, in order, concatenated; the
-        method runs in eval mode under no_grad and gets its train/eval mode back afterwards."""
+    def map_dataset(self, fn, index: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply ``fn`` to clean (un-augmented) batches of the dataset (rows ``index``; or of other
+        ``images``, on any device), in order, concatenated; the method runs in eval mode under
+        no_grad and gets its train/eval mode back afterwards."""
         s = self.s
-        images = s.images if index is None else s.images[index.to(s.device)]
+        if images is None:
+            images = s.images if index is None else s.images[index.to(s.device)]
         outs = []
         b = self.train_cfg.eval_batch_size
         with evaluating(s.method):
             for i in range(0, len(images), b):
                 with self.autocast():
-                    outs.append(fn(s.augmenter.clean(images[i:i + b])).float())
+                    outs.append(fn(s.augmenter.clean(images[i:i + b].to(s.device))).float())
         return torch.cat(outs)
 
     def evaluate(self) -> tuple[dict, torch.Tensor]:
@@ -342,10 +439,18 @@ class Trainer:
         if self.s.labels is not None:
             saved["labels"] = self.s.labels.numpy()
         io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(fh, **saved))
-        assignments.write_csv(self.out / "assignments.csv", self.s.ids, post)
+        if self.s.all_images is None:
+            assignments.write_csv(self.out / "assignments.csv", self.s.ids, post)
+        else:  # trained on a subset of a folder: every image of it gets its row
+            everything = self.map_dataset(self.s.method.predict, images=self.s.all_images).cpu()
+            assignments.write_csv(self.out / "assignments.csv", self.s.all_ids, everything)
         if in_sync is not None:
             metrics["ranks_in_sync"] = in_sync
         metrics["cluster_sizes"] = cluster_sizes(post.argmax(1), post.shape[1]).tolist()
+        collapse = collapse_warning(metrics["cluster_sizes"], self.epoch,
+                                    "images" if self.s.images.dtype == torch.uint8 else "samples")
+        if collapse:
+            warn(collapse)
         last = self.history[-1] if self.history else {}
         metrics["objective"] = {k: v for k, v in last.items() if k == "loss" or k.endswith("/loss")}
         result = {**metrics, "method": self.s.cfg.method, "profile": self.s.cfg.profile,
@@ -440,6 +545,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     trainer.step_hook = step_hook
     if resume and ckpt.exists():
         trainer.load_checkpoint(ckpt)
-    if dist.is_main():
-        io.write_json(out / "config.json", cfg.to_dict())
+    if dist.is_main():  # as run, fitted to the data; what was asked for beside it (asked_config)
+        record, fitted = setup.cfg.to_dict(), fitted_fields(cfg, setup.cfg)
+        io.write_json(out / "config.json", {**record, "fitted_to_data": fitted} if fitted else record)
     return trainer.run()

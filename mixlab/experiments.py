@@ -3,16 +3,18 @@
 A run lives in ``runs_dir/<experiment>/<name>/seed<seed>/`` (checkpoints, logs, snapshots: git-ignored);
 its small files (metrics, config, log) are copied to ``results_dir/<experiment>/<name>-seed<seed>/``
 (committed); relative folders are taken from the workbook root (:mod:`mixlab.paths`). A run whose config is unchanged
-and finished is not trained again unless ``force`` (:mod:`mixlab.cache`).
+and finished is not trained again unless ``force`` (:mod:`mixlab.cache`); one interrupted is resumed
+from its checkpoint. A notebook's grid of runs goes to Dask workers through :mod:`mixlab.grid`.
 """
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from mixlab import config as config_mod
-from mixlab import cache, engine, io, paths
+from mixlab import cache, engine, io, paths, report
 from mixlab.provenance import provenance
 
 METRICS = ("acc", "nmi", "ari", "ami")
@@ -22,24 +24,61 @@ def run_dir(experiment: str, name: str, seed: int, runs_dir="runs") -> Path:
     return paths.resolve(runs_dir) / experiment / name / f"seed{seed}"
 
 
-def run(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
-        runs_dir: str | Path = "runs", results_dir: str | Path = "results", force: bool = False) -> dict:
-    """Train (or reuse) one run and publish its metrics; returns the metrics with ``run_dir``."""
+class Planned(NamedTuple):
+    """One run resolved, before anything is written: its config, run folder and published folder."""
+
+    cfg: config_mod.RunConfig
+    out: Path        # runs_dir/<experiment>/<name>/seed<seed>
+    published: Path  # results_dir/<experiment>/<name>-seed<seed>
+
+    def finished(self) -> bool:
+        """Trained to the end with this config: reused, not trained again (:mod:`mixlab.cache`)."""
+        return cache.is_current(self.out / "config.json", self.cfg.to_dict(), outputs=[self.out / "metrics.json"])
+
+
+def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
+         runs_dir: str | Path | None = None, results_dir: str | Path | None = None) -> Planned:
+    """Resolve one run of :func:`run` (its config errors are raised here) without training it."""
+    drafts = paths.outputs(profile)
     overrides = {s: dict(v) for s, v in (overrides or {}).items()}
     overrides.setdefault("train", {})["seed"] = seed
     cfg = config_mod.resolve(method, profile, overrides)
-    out = run_dir(experiment, name, seed, runs_dir)
-    done = out / "metrics.json"
-    if force or not cache.is_current(out / "config.json", cfg.to_dict(), outputs=[done]):
-        if out.exists():
-            shutil.rmtree(out)
-        engine.train(cfg, out)
-    published = paths.resolve(results_dir) / experiment / f"{name}-seed{seed}"
-    published.mkdir(parents=True, exist_ok=True)
+    published = paths.resolve(results_dir or drafts.results_dir) / experiment / f"{name}-seed{seed}"
+    return Planned(cfg, run_dir(experiment, name, seed, runs_dir or drafts.runs_dir), published)
+
+
+def run(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
+        runs_dir: str | Path | None = None, results_dir: str | Path | None = None, force: bool = False) -> dict:
+    """Train (or reuse) one run and publish its metrics; returns the metrics with ``run_dir``.
+    Folders left out are the profile's unpublished ones (:func:`mixlab.paths.outputs`). A run folder
+    that an interrupted run of the same config left (a killed process or Dask worker) resumes from
+    its checkpoint; one of another config, or any with ``force``, starts over. One process at a time
+    trains a run folder (a lock beside it): a second caller waits, then reuses the finished run."""
+    p = plan(experiment, name, method, profile=profile, seed=seed, overrides=overrides, runs_dir=runs_dir,
+             results_dir=results_dir)
+    if force or not p.finished():
+        with cache.exclusive(p.out.parent / f".{p.out.name}.lock", wait=True):
+            if force or not p.finished():
+                _train(p.cfg, p.out, fresh=force)
+    p.published.mkdir(parents=True, exist_ok=True)
     for f in ("metrics.json", "config.json", "log.jsonl"):
-        shutil.copyfile(out / f, published / f)
-    metrics = json.loads(done.read_text())
-    return {**metrics, "name": name, "run_dir": str(out)}
+        shutil.copyfile(p.out / f, p.published / f)
+    metrics = json.loads((p.out / "metrics.json").read_text())
+    return {**metrics, "name": name, "run_dir": str(p.out)}
+
+
+def _train(cfg: config_mod.RunConfig, out: Path, *, fresh: bool) -> dict:
+    """Resume ``out`` from its checkpoint when it holds one of ``cfg`` (unless ``fresh``), else train
+    ``cfg`` into it from scratch."""
+    if not fresh and (out / "checkpoint.pt").is_file() and cache.is_current(out / "config.json", cfg.to_dict()):
+        print(f"[experiments] {out}: resuming from its checkpoint", flush=True)
+        try:
+            return engine.train(cfg, out, resume=True)
+        except engine.CheckpointError as exc:  # raised before any training: start over instead
+            engine.warn(f"{exc}; training {out} from scratch")
+    if out.exists():
+        shutil.rmtree(out)
+    return engine.train(cfg, out)
 
 
 def summarize(rows: list[dict], by: str = "name", metrics=METRICS):
@@ -73,13 +112,9 @@ def seeds_label(seeds) -> str:
 def format_table(table, metrics=("acc", "nmi", "ari"), extra: tuple[str, ...] = ()) -> str:
     """Markdown table with ``mean ± std`` cells (percent; see :func:`mean_std`), then any ``extra``
     columns as they are."""
-    head = "| run | " + " | ".join(m.upper() for m in metrics) + " | seeds | s/run |" + "".join(f" {e} |" for e in extra)
-    lines = [head, "|" + "---|" * (len(metrics) + 3 + len(extra))]
-    for name, row in table.iterrows():
-        cells = [mean_std(row, m) for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(row['seeds'])} | {row['wall_time_s']} |"
-                     + "".join(f" {row[e]} |" for e in extra))
-    return "\n".join(lines) + "\n"
+    columns = ["run", *(m.upper() for m in metrics), "seeds", "s/run", *extra]
+    return report.table(columns, [[name, *(mean_std(row, m) for m in metrics), int(row["seeds"]), row["wall_time_s"],
+                                   *(row[e] for e in extra)] for name, row in table.iterrows()])
 
 
 def show_table(table, profile: str, metrics=("acc", "nmi", "ari"), extra: tuple[str, ...] = ()) -> None:
@@ -105,15 +140,11 @@ def show_markdown(text: str) -> None:
 
 def write_table(table, results_dir: str | Path, experiment: str, *, profile: str, note: str = "",
                 extra: tuple[str, ...] = (), metrics=("acc", "nmi", "ari")) -> Path:
-    """Write ``table.md`` and ``table.csv`` under ``results_dir/experiment`` with provenance; on
-    ``smoke`` the note starts with :data:`~mixlab.config.SMOKE_NOTE`."""
+    """Write ``table.md`` (:func:`mixlab.report.write`) and ``table.csv`` under
+    ``results_dir/experiment``, and ``table.json`` with the provenance."""
     root = paths.resolve(results_dir) / experiment
-    meta = provenance(profile=profile)
-    caveat = config_mod.caveat(profile)
-    note = f"{caveat}. {note}".strip() if caveat else note
-    md = (f"<!-- generated by mixlab.experiments.write_table; profile={profile} commit={meta['commit']} "
-          f"device={meta['device']} date={meta['date']} -->\n" + format_table(table, metrics, extra=extra) + (f"\n{note}\n" if note else ""))
-    io.write_text(root / "table.md", md)
+    report.write(root / "table.md", format_table(table, metrics, extra=extra), writer="mixlab.experiments.write_table",
+                 profile=profile, note=note)
     io.write_text(root / "table.csv", table.to_csv())
-    io.write_json(root / "table.json", {"profile": profile, "provenance": meta})
+    io.write_json(root / "table.json", {"profile": profile, "provenance": provenance(profile=profile)})
     return root / "table.md"

@@ -1,6 +1,8 @@
 """Atomic file writes: a reader (or a killed run) never sees a half-written file.
 
-A relative path is taken from the workbook root (:func:`mixlab.paths.resolve`), not the working directory."""
+A relative path is taken from the workbook root (:func:`mixlab.paths.resolve`), not the working directory.
+Files get the mode a plain ``open(path, "w")`` would give them (0o666 less the umask: 0644 under the
+usual umask 022), not the 0600 of the temporary file they are written to."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,38 @@ import torch
 from mixlab import paths
 
 
+def _umask_now() -> int | None:
+    """The process umask read from ``/proc/self/status`` (Linux 4.7+: no change to the process
+    state, so safe beside other threads); None where that is not available."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    """The umask, read once when this module is imported: ``os.umask`` can only be read by
+    setting it, so set and restore it at once (a thread creating a file in between would use 0o022)."""
+    mask = _umask_now()
+    if mask is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK = _umask_at_import()
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask: ``0o666 & ~umask``."""
+    mask = _umask_now()
+    return 0o666 & ~(_UMASK if mask is None else mask)
+
+
 def _atomic(path: Path, write) -> None:
     path = paths.resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +55,8 @@ def _atomic(path: Path, write) -> None:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), file_mode())  # mkstemp made it 0600
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

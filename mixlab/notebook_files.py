@@ -1,12 +1,15 @@
-"""Committed notebooks in the form the pinned JupyterLab + jupytext save them, without outputs.
+"""Notebooks are tracked as jupytext ``py:percent`` files only; their ``.ipynb`` twins are built.
 
-Each notebook is a pair: ``notebooks/<name>.py`` (jupytext ``py:percent``, the source to edit and
-review) and ``notebooks/<name>.ipynb`` (what JupyterLab opens and papermill runs), committed
-without outputs. :func:`normalize` opens and saves every pair through jupytext's contents manager
-(the code the lab saves with), with the kernel metadata the lab would set (the ``python3``
-kernelspec and its ``language_info``) and the outputs dropped. A notebook so written opens clean
-in the lab; after a session there ``python -m mixlab notebooks`` strips the outputs again, and
-``tests/test_notebooks.py`` fails on a committed notebook with outputs or a stale header.
+Each notebook is ``notebooks/<name>.py`` (the source to edit, review and commit), paired by its
+jupytext header (``formats: ipynb,py:percent``) with ``notebooks/<name>.ipynb``, which git ignores:
+``make lab`` opens the ``.py`` as a notebook, and JupyterLab's autosave writes the outputs into
+the ignored ``.ipynb`` and only the inputs into the ``.py``, so running a notebook in the lab
+leaves ``git status`` clean. The pipeline executes a notebook built from its ``.py``
+(:func:`build`), never a possibly stale ``.ipynb``.
+
+:func:`normalize` opens and saves every ``.py`` through jupytext's contents manager (the code the
+lab saves with) with the kernel metadata the lab would set, so a committed notebook is exactly
+what the lab would save; ``tests/test_notebooks.py`` fails otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 from mixlab.paths import REPO
 
 KERNEL = "python3"
+PAIRING = "formats: ipynb,py:percent"
 
 
 def kernel_metadata(language_info: dict | None = None) -> dict:
@@ -39,43 +43,51 @@ def kernel_metadata(language_info: dict | None = None) -> dict:
             "language_info": language_info}
 
 
+def names(root: Path = REPO) -> list[str]:
+    """Every jupytext notebook of ``root/notebooks`` (a ``.py`` with the pairing header)."""
+    return sorted(p.stem for p in (root / "notebooks").glob("*.py") if PAIRING in p.read_text()[:400])
+
+
+def build(name: str, out: Path, root: Path = REPO) -> Path:
+    """Write the ``.ipynb`` of ``notebooks/<name>.py`` (inputs only) to ``out``; returns ``out``."""
+    import jupytext
+
+    notebook = jupytext.read(root / "notebooks" / f"{name}.py")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jupytext.write(notebook, out, fmt="ipynb")
+    return out
+
+
 def save_as_lab(folder: Path, name: str, metadata: dict) -> None:
-    """Open ``folder/name.ipynb`` (with its paired ``.py``) and save it as the lab does, with
-    ``metadata`` set and no outputs; rewrites both files."""
+    """Open ``folder/name.py`` as a notebook and save it as the lab does, with ``metadata`` set
+    and no outputs; rewrites the ``.py`` and its paired ``.ipynb``."""
     from jupytext.async_contentsmanager import AsyncTextFileContentsManager
 
     async def roundtrip():
         manager = AsyncTextFileContentsManager(root_dir=str(folder))
-        model = await manager.get(f"{name}.ipynb")
+        model = await manager.get(f"{name}.py")
         notebook = model["content"]
         notebook["metadata"].update(metadata)
         for cell in notebook["cells"]:
             if cell["cell_type"] == "code":
                 cell["outputs"], cell["execution_count"] = [], None
-        await manager.save(model, f"{name}.ipynb")
+        await manager.save(model, f"{name}.py")
 
     asyncio.run(roundtrip())
 
 
-def paired_names(root: Path = REPO) -> list[str]:
-    """Every notebook of ``root/notebooks`` that has both its ``.ipynb`` and its ``.py``."""
-    folder = root / "notebooks"
-    return sorted(p.stem for p in folder.glob("*.ipynb") if p.with_suffix(".py").is_file())
-
-
 def normalize(root: Path = REPO, metadata: dict | None = None) -> list[str]:
-    """Rewrite every pair under ``root/notebooks`` as :func:`save_as_lab` does; returns the names."""
+    """Rewrite every notebook under ``root/notebooks`` as :func:`save_as_lab` does; returns the names."""
     metadata = metadata or kernel_metadata()
-    names = paired_names(root)
-    for name in names:
+    found = names(root)
+    for name in found:
         save_as_lab(root / "notebooks", name, metadata)
-    return names
+    return found
 
 
-def as_lab_would_save(root: Path, name: str, metadata: dict) -> tuple[str, str]:
-    """The ``.py`` and ``.ipynb`` texts the lab would write for ``name``, computed on a copy."""
+def as_lab_would_save(root: Path, name: str, metadata: dict) -> str:
+    """The ``.py`` text the lab would write for ``name``, computed on a copy."""
     with tempfile.TemporaryDirectory() as tmp:
-        for suffix in (".py", ".ipynb"):
-            shutil.copyfile(root / "notebooks" / f"{name}{suffix}", Path(tmp) / f"{name}{suffix}")
+        shutil.copyfile(root / "notebooks" / f"{name}.py", Path(tmp) / f"{name}.py")
         save_as_lab(Path(tmp), name, metadata)
-        return (Path(tmp) / f"{name}.py").read_text(), (Path(tmp) / f"{name}.ipynb").read_text()
+        return (Path(tmp) / f"{name}.py").read_text()

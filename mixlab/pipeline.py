@@ -1,9 +1,10 @@
 """``make reproduce``: execute every notebook of the manifest with papermill, then summarize.
 
 Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
-``notebooks/params/<profile>/<notebook>.yaml``. Executed copies go to ``runs/<profile>/notebooks/``
-(git-ignored), figures to ``figures/``, metrics to ``results/``, all under the workbook root
-(:mod:`mixlab.paths`); the claims every notebook wrote (``results/<experiment>/claims.json``) are
+``notebooks/params/<profile>/<notebook>.yaml``, plus ``publish=True``: a pass writes the profile's
+published folders (:func:`mixlab.paths.outputs`: ``results/`` and ``figures/`` on cpu, nothing
+tracked on smoke). Executed copies go to ``runs/<profile>/notebooks/`` (git-ignored), all under the
+workbook root (:mod:`mixlab.paths`); the claims every notebook wrote (``results/<experiment>/claims.json``) are
 gathered into ``results/claims.md``. Each notebook runs with its working directory in
 ``notebooks/``, as in JupyterLab. A notebook whose source, parameters and library code are
 unchanged since its last successful execution is skipped unless forced. A failure stops the
@@ -18,13 +19,14 @@ import heapq
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 
 import yaml
 
-from mixlab import cache, claims, io, paths
-from mixlab.config import PROFILES, SMOKE_NOTE, ConfigError, load_yaml
+from mixlab import cache, claims, io, notebook_files, paths, report
+from mixlab.config import PROFILES, ConfigError, load_yaml
 from mixlab.experiments import mean_std
 from mixlab.provenance import REPO, provenance
 
@@ -43,16 +45,6 @@ def manifest(root: Path = REPO) -> list[str]:
     return [str(e) for e in entries]
 
 
-def output_dirs(profile: str) -> dict:
-    """Where a profile's notebooks write, relative to the workbook root: ``cpu`` to results/ and
-    figures/, ``gpu``/``paper`` to a sub-folder of each, ``smoke`` only under the git-ignored runs/."""
-    if profile == "cpu":
-        return {"runs_dir": "runs/cpu", "results_dir": "results", "figures_dir": "figures"}
-    if profile == "smoke":
-        return {"runs_dir": "runs/smoke", "results_dir": "runs/smoke/results", "figures_dir": "runs/smoke/figures"}
-    return {"runs_dir": f"runs/{profile}", "results_dir": f"results/{profile}", "figures_dir": f"figures/{profile}"}
-
-
 def parameters(name: str, profile: str, root: Path = REPO) -> dict:
     path = root / "notebooks" / "params" / profile / f"{name}.yaml"
     if not path.is_file():
@@ -63,8 +55,7 @@ def parameters(name: str, profile: str, root: Path = REPO) -> dict:
         raise ConfigError(f"parameter file {path} is not valid YAML; fix its syntax") from None
     if not isinstance(params, dict):
         raise ConfigError(f"parameter file {path} must be a mapping of notebook parameters")
-    dirs = {key: str(paths.resolve(folder)) for key, folder in output_dirs(profile).items()}
-    return {**params, "profile": profile, **dirs}
+    return {**params, "profile": profile, "publish": True}
 
 
 def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
@@ -78,18 +69,24 @@ def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
 
 
 def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` with papermill into ``out_dir``; raise NotebookFailed."""
+    """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` (built from the
+    ``.py``, :func:`mixlab.notebook_files.build`); raise NotebookFailed."""
+    import tempfile
+
     import papermill
 
     out = out_dir / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    source = notebook_files.build(name, Path(tempfile.mkdtemp(dir=out_dir)) / f"{name}.ipynb", root)
     try:
-        papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+        papermill.execute_notebook(str(source), str(out), parameters=params,
                                    cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
     except Exception as exc:  # noqa: BLE001 - papermill wraps the notebook's own error
         first = str(exc).strip().splitlines()
         raise NotebookFailed(f"notebook {name} failed ({first[-1] if first else type(exc).__name__});"
                              f" its executed copy is {out}") from None
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
     return out
 
 
@@ -204,10 +201,10 @@ def reused_run_seconds(notebook: str, profile: str, since: float) -> float:
     is older, i.e. was trained by an earlier pass; each counts the ``wall_time_s`` it recorded.
     The pass's seconds plus these estimate the notebook's time from an empty runs/ (baselines,
     shared by the notebooks and computed once per pass by whichever needs them first, are left out)."""
-    dirs = output_dirs(profile)
-    runs = paths.resolve(dirs["runs_dir"]) / notebook
+    dirs = paths.outputs(profile, publish=True)
+    runs = paths.resolve(dirs.runs_dir) / notebook
     total = 0.0
-    for published in (paths.resolve(dirs["results_dir"]) / notebook).glob("*-seed*/metrics.json"):
+    for published in (paths.resolve(dirs.results_dir) / notebook).glob("*-seed*/metrics.json"):
         run, seed = published.parent.name.rsplit("-seed", 1)
         trained = runs / run / f"seed{seed}" / "metrics.json"
         if published.stat().st_mtime >= since and trained.is_file() and trained.stat().st_mtime < since:
@@ -268,7 +265,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
             f" {from_empty_seconds(record)} s" if reused else ""), flush=True)
         return record
 
-    results_dir = paths.resolve(output_dirs(profile)["results_dir"])
+    results_dir = paths.resolve(paths.outputs(profile, publish=True).results_dir)
     timings = results_dir / TIMINGS
     committed = json.loads(timings.read_text()) if timings.is_file() else None
     if jobs > 1 and runner != "papermill" and len(todo) > 1:
@@ -291,7 +288,8 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     write_summary(results_dir, profile, rows)
     claims.write_table(results_dir, profile)
     if profile == "cpu":
-        fill_readme(root / "README.md", paths.root())
+        for page in FILLED_PAGES:
+            fill_readme(root / page, paths.root())
     return records
 
 
@@ -330,6 +328,7 @@ def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path,
     return rows
 
 
+FILLED_PAGES = ("README.md", "docs/results.md")  # pages whose result blocks a cpu pass refills
 NOT_PRODUCED = "_not yet produced by `make reproduce` on the current profiles_"
 README_BLOCK = re.compile(r"(<!-- begin (?P<path>\S+) .*?-->\n)(?P<body>.*?)(<!-- end (?P=path) -->)", re.S)
 
@@ -367,27 +366,18 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
     summary = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if tables:
         io.write_text(results_dir / "summary.csv", summary.to_csv(index=False))
-    meta = provenance(profile=profile)
-    lines = [f"<!-- generated by `python -m mixlab reproduce`; commit={meta['commit']} device={meta['device']}"
-             f" date={meta['date']} -->"]
-    if profile == "smoke":
-        lines += ["", SMOKE_NOTE, ""]
-    lines += (["| experiment | run | ACC | NMI | ARI | seeds | s/run |", "|---|---|---|---|---|---|---|"] if tables
-              else [f"No results table under {results_dir} yet: none of the notebooks run so far writes one."])
-    for _, r in summary.iterrows():
-        cells = [mean_std(r, m) for m in ("acc", "nmi", "ari")]
-        lines.append(f"| {r['experiment']} | {r.iloc[1]} | " + " | ".join(cells)
-                     + f" | {int(r['seeds'])} | {r['wall_time_s']} |")
+    parts = [report.table(["experiment", "run", "ACC", "NMI", "ARI", "seeds", "s/run"],
+                          [[r["experiment"], r.iloc[1], *(mean_std(r, m) for m in ("acc", "nmi", "ari")), int(r["seeds"]),
+                            r["wall_time_s"]] for _, r in summary.iterrows()]) if tables
+             else f"No results table under {results_dir} yet: none of the notebooks run so far writes one.\n"]
     if timings:
-        lines += ["", "| notebook | status | seconds | + reused runs' training (s) | from an empty runs/ (s) |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {t['notebook']} | {t['status']} | {t.get('seconds', '')} | {t.get('reused_seconds') or ''}"
-                  f" | {from_empty_seconds(t) or ''} |" for t in timings]
-        total = sum(t.get('seconds') or 0 for t in timings)
-        reused = sum(t.get('reused_seconds') or 0 for t in timings)
-        lines.append(f"| **total** (the notebooks' own times, added; run with --jobs N they overlap) | | {total:.1f}"
-                     f" | {reused:.1f} | {total + reused:.1f} |")
-        if reused:
-            lines += ["", REUSE_NOTE]
-    io.write_text(results_dir / "summary.md", "\n".join(lines) + "\n")
-    return results_dir / "summary.md"
+        total = sum(t.get("seconds") or 0 for t in timings)
+        reused = sum(t.get("reused_seconds") or 0 for t in timings)
+        rows = [[t["notebook"], t["status"], t.get("seconds", ""), t.get("reused_seconds") or "",
+                 from_empty_seconds(t) or ""] for t in timings]
+        rows.append(["**total** (the notebooks' own times, added; run with --jobs N they overlap)", "",
+                     f"{total:.1f}", f"{reused:.1f}", f"{total + reused:.1f}"])
+        parts.append(report.table(["notebook", "status", "seconds", "+ reused runs' training (s)",
+                                   "from an empty runs/ (s)"], rows))
+    return report.write(results_dir / "summary.md", "\n".join(parts), writer="`python -m mixlab reproduce`",
+                        profile=profile, note=REUSE_NOTE if timings and reused else "")

@@ -1,10 +1,11 @@
-"""Where a result came from: commit, versions, device, time. Written beside every result."""
+"""Where a result came from: commit, versions, device, time, Dask worker. Written beside every result."""
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import platform
 import subprocess
+import sys
 import torch
 
 from mixlab.paths import REPO
@@ -37,6 +38,18 @@ def device_name(device: torch.device | str | None = None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def dask_worker() -> dict | None:
+    """The Dask worker running this code (``name`` and ``address``), or None outside a Dask worker."""
+    if "distributed" not in sys.modules:  # never imported: not on a worker (and no import cost here)
+        return None
+    from distributed import get_worker
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    return {"name": str(worker.name), "address": worker.address}
+
+
 def provenance(device=None, **extra) -> dict:
     """A dict describing the code, libraries and machine that produced a result."""
     import numpy
@@ -48,5 +61,6 @@ def provenance(device=None, **extra) -> dict:
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "host_cpus": os.cpu_count(),
+        "worker": dask_worker(),
         **extra,
     }

@@ -12,9 +12,10 @@ from mixlab.config import caveat
 from mixlab.provenance import provenance
 
 
-def savefig(fig, name: str, figures_dir: str | Path = "figures", *, profile: str | None = None, **meta) -> None:
+def savefig(fig, name: str, figures_dir: str | Path | None = None, *, profile: str = "smoke", **meta) -> None:
     """Write ``figures_dir/name.png`` and ``.pdf`` and a ``name.json`` sidecar of provenance
-    (a relative ``figures_dir`` is taken from the workbook root).
+    (a relative ``figures_dir`` is taken from the workbook root; none: the profile's unpublished
+    figures folder, :func:`mixlab.paths.outputs`).
 
     Before saving, every axis labelled "epoch" gets integer ticks, and on the ``smoke`` profile the
     figure is stamped with :data:`~mixlab.config.SMOKE_NOTE`. Returns nothing, so a notebook cell
@@ -24,7 +25,7 @@ def savefig(fig, name: str, figures_dir: str | Path = "figures", *, profile: str
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if caveat(profile):
         fig.text(0.5, 1.0, caveat(profile), ha="center", va="bottom", color="tab:red", fontsize=10)
-    path = paths.resolve(figures_dir) / f"{name}.png"
+    path = paths.resolve(figures_dir or paths.outputs(profile).figures_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
@@ -77,7 +78,9 @@ def scatter_2d(ax, xy: np.ndarray, labels: np.ndarray, title: str = "", s: float
 
 def posterior_hist(ax, posterior: np.ndarray, bins: int = 10, title: str = "") -> None:
     """Histogram of the maximum posterior probability per sample (MiCE Fig. 3)."""
-    ax.hist(np.asarray(posterior).max(1), bins=bins, range=(0, 1), color="tab:blue", edgecolor="white")
+    import seaborn as sns
+
+    sns.histplot(np.asarray(posterior).max(1), bins=bins, binrange=(0, 1), color="tab:blue", ax=ax)
     ax.set_xlabel("max posterior probability")
     ax.set_ylabel("samples")
     ax.set_title(title)
@@ -85,38 +88,66 @@ def posterior_hist(ax, posterior: np.ndarray, bins: int = 10, title: str = "") -
 
 def cluster_size_hist(ax, posterior: np.ndarray, title: str = "") -> None:
     """Bar chart of predicted-cluster sizes (MiCE Fig. 3c)."""
+    import seaborn as sns
+
     posterior = np.asarray(posterior)
     sizes = np.bincount(posterior.argmax(1), minlength=posterior.shape[1])
-    ax.bar(np.arange(len(sizes)), sizes, color="tab:orange")
+    sns.barplot(x=np.arange(len(sizes)), y=sizes, color="tab:orange", ax=ax)
     ax.set_xlabel("cluster")
     ax.set_ylabel("size")
     ax.set_title(title)
 
 
-def training_curves(axes, logs: dict[str, list[dict]], keys: list[str], x: str = "epoch") -> None:
-    """One axis per key, one line per run against ``x`` (a log column: ``epoch``,
-    ``train_seconds``): ``logs`` maps a run label to its log rows."""
-    for ax, key in zip(np.atleast_1d(axes), keys):
-        for label, rows in logs.items():
-            pts = [(r[x], r[key]) for r in rows if key in r and x in r]
-            if pts:
-                ax.plot(*zip(*pts), marker=".", label=label)
+def runs_frame(rows: list[dict], keys=("acc", "nmi", "ari")):
+    """Tidy per-run table for seaborn: one row per (run name, seed, metric) from the rows
+    :func:`mixlab.experiments.run` (or a baseline) returns; values in percent."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    keys = [k for k in keys if k in frame]
+    tidy = frame.melt(id_vars=["name", "seed"], value_vars=keys, var_name="metric", value_name="value").dropna()
+    tidy["metric"] = tidy["metric"].str.upper()
+    tidy["value"] *= 100
+    return tidy
+
+
+def logs_frame(rows: list[dict]):
+    """Tidy per-epoch table for seaborn: every row of every run's ``log.jsonl``, with its run
+    ``name`` and ``seed`` (``rows`` as :func:`mixlab.experiments.run` returns them)."""
+    import pandas as pd
+
+    return pd.DataFrame([{**line, "name": r["name"], "seed": r["seed"]}
+                         for r in rows for line in read_log(r["run_dir"])])
+
+
+def training_curves(axes, rows: list[dict], keys: list[str], x: str = "epoch") -> None:
+    """One axis per log column in ``keys`` against ``x`` (``epoch``, ``train_seconds``): one line
+    per run name, the mean over seeds with a band of ± one standard deviation (seaborn)."""
+    import seaborn as sns
+
+    frame = logs_frame(rows)
+    for i, (ax, key) in enumerate(zip(np.atleast_1d(axes), keys)):
+        if key in frame:
+            sns.lineplot(frame, x=x, y=key, hue="name", errorbar="sd", marker=".", ax=ax, legend=i == 0)
         ax.set_xlabel(x)
         ax.set_ylabel(key)
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    legend = np.atleast_1d(axes)[0].get_legend()
+    if legend is not None:
+        legend.set_title(None)
 
 
-def bar_with_errors(ax, table, metrics=("acc", "nmi", "ari")) -> None:
-    """Grouped bars of mean ± std per row of a summary table (columns ``<m>_mean``, ``<m>_std``,
-    ``seeds``); a row from one seed gets no error bar."""
-    width = 0.8 / len(table)
-    x = np.arange(len(metrics))
-    for i, (name, row) in enumerate(table.iterrows()):
-        spread = [row[f"{m}_std"] for m in metrics] if int(row.get("seeds", 1)) > 1 else None
-        ax.bar(x + i * width, [row[f"{m}_mean"] for m in metrics], width, yerr=spread, label=str(name), capsize=3)
-    ax.set_xticks(x + 0.4 - width / 2, metrics)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+def bars(ax, rows: list[dict], metrics=("acc", "nmi", "ari")) -> None:
+    """Bars of the mean over seeds per run name and metric (percent), with each seed's value as a
+    point on its bar (seaborn); ``rows`` are per-run results (runs and baselines)."""
+    import seaborn as sns
+
+    frame = runs_frame(rows, metrics)
+    sns.barplot(frame, x="metric", y="value", hue="name", errorbar=None, alpha=0.8, ax=ax)
+    sns.stripplot(frame, x="metric", y="value", hue="name", dodge=True, color="black", size=3, legend=False, ax=ax)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("")
+    ax.set_ylabel("% (bar: mean; points: seeds)")
+    ax.legend(fontsize=8, title=None)
 
 
 def image_grid(ax, images: np.ndarray, nrow: int, title: str = "") -> None:

@@ -54,9 +54,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False # True only under `make reproduce`: write the tracked results/ and figures/
 seed = 0
 n_mc = 20_000  # Monte-Carlo sample size of the stochastic checks (Gumbel, NMM integral, vMF normaliser)
 
@@ -71,7 +69,7 @@ import torch
 from matplotlib.patches import Ellipse
 from scipy.optimize import minimize_scalar
 
-from mixlab import io, primer, viz
+from mixlab import io, paths, primer, viz
 from mixlab.data.synthetic import blobs2d
 from mixlab.mixture import (
     banerjee_kappa,
@@ -91,6 +89,8 @@ from mixlab.mixture import (
     vmf_sample,
 )
 from mixlab.provenance import provenance
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(1)  # the checks are tiny: one thread avoids contention on a shared 2-core machine
 t_start = time.time()

@@ -28,9 +28,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False # True only under `make reproduce`: write the tracked results/ and figures/
 methods = ["mice", "moco", "siammm", "nmm", "tcc"]
 shared = {"train": {"time_budget_s": 60}}   # train settings every method shares (images, network, budget)
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
@@ -39,7 +37,9 @@ baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
 import matplotlib.pyplot as plt
 
 from mixlab import baselines as first_try
-from mixlab import config, experiments, viz
+from mixlab import config, experiments, paths, viz
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 EXP = "leaderboard"
 NAMES = {"mice": "MiCE", "moco": "MoCo+skm", "siammm": "SiamMM", "nmm": "NMM", "tcc": "TCC"}

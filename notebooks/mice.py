@@ -36,9 +36,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False    # True only under `make reproduce`: write the tracked results/ and figures/
 tsne_points = 1000     # snapshot points shown in the t-SNE panels
 embedding = "tsne"     # "tsne" (scikit-learn) or "umap" (umap-learn) for the 2-D maps
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
@@ -52,7 +50,9 @@ import numpy as np
 import torch
 
 from mixlab import baselines as first_try
-from mixlab import claims, config, experiments, viz
+from mixlab import claims, config, experiments, paths, viz
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(2)
 t0 = time.time()

@@ -33,9 +33,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False     # True only under `make reproduce`: write the tracked results/ and figures/
 base_overrides = {}          # applied to every row (e.g. a shorter schedule for the cpu profile)
 appendix_e_seeds = [0]       # App. E is ~passes x slower; it gets its own seed list
 appendix_e_passes = 20       # App. E: at most 20 passes over the data per epoch
@@ -46,7 +44,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from mixlab import baselines as first_try
-from mixlab import claims, config, experiments, viz
+from mixlab import claims, config, experiments, paths, viz
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 ROWS = {  # name -> (method overrides, the paper's CIFAR-100 ACC in Table 3 / App. E)
     "MiCE": ({}, 42.2),

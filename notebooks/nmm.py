@@ -35,9 +35,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False                                                     # True only under `make reproduce`: write the tracked results/ and figures/
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 n_tsne = 1000          # images embedded by t-SNE (Fig. 7)
 n_show = 5             # clusters shown in Fig. 8
@@ -51,10 +49,12 @@ import numpy as np
 import torch
 
 from mixlab import baselines as first_try
-from mixlab import config, engine, experiments, viz
+from mixlab import config, engine, experiments, paths, viz
 from mixlab.data import load
 from mixlab.evaluation import extract, load_run
 from mixlab.methods.nmm import synthesize_cluster_input, topk_images
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(2)
 device = "cuda" if torch.cuda.is_available() else "cpu"  # for the analysis of trained networks

@@ -36,9 +36,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False # True only under `make reproduce`: write the tracked results/ and figures/
 datasets = ["fashion-bottleneck2d", "blobs2d"]
 epochs = 10          # §8.1: "the algorithm converges within ten epochs"
 shown_clusters = [3, 5, 9]  # the paper's 4th, 6th and 10th final-layer nodes (Fig. 5, Table 1)
@@ -54,11 +52,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixlab import experiments, io, viz
+from mixlab import experiments, io, paths, viz
 from mixlab.data import load
 from mixlab.evaluation import load_run
 from mixlab.methods.nmm import points_overrides
 from mixlab.mixture import nmm as M
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(1)
 t0 = time.time()

@@ -43,9 +43,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False                                                     # True only under `make reproduce`: write the tracked results/ and figures/
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 merge_k0 = [30, 300]         # extra initial K for the merging curves (seed 0 only)
 grid_clusters = 6            # clusters shown in the image grid (the largest ones)
@@ -60,8 +58,10 @@ import numpy as np
 import torch
 
 from mixlab import baselines as first_try
-from mixlab import config, evaluation, experiments, io, metrics, viz
+from mixlab import config, evaluation, experiments, io, metrics, paths, viz
 from mixlab.data import load as load_dataset
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(2)
 t0 = time.time()

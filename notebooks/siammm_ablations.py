@@ -41,9 +41,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False                                                     # True only under `make reproduce`: write the tracked results/ and figures/
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 base_overrides = {}          # applied to every row (e.g. a shorter schedule for the cpu profile)
 row_names = None             # names of the rows below to train (None: every row); "SiamMM" is always kept
@@ -54,7 +52,9 @@ import time
 import matplotlib.pyplot as plt
 
 from mixlab import baselines as first_try
-from mixlab import claims, config, evaluation, experiments, viz
+from mixlab import claims, config, evaluation, experiments, paths, viz
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 t0 = time.time()
 EXP = "siammm_ablations"

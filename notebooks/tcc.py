@@ -56,9 +56,7 @@
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False                                                     # True only under `make reproduce`: write the tracked results/ and figures/
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
 n_tsne = 1000          # snapshot points embedded by t-SNE per variant (seed seeds[0])
 
@@ -70,7 +68,9 @@ import numpy as np
 import torch
 
 from mixlab import baselines as first_try
-from mixlab import config, experiments, io, metrics, stats, viz
+from mixlab import config, experiments, io, metrics, paths, stats, viz
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 torch.set_num_threads(2)
 t0 = time.time()

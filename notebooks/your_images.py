@@ -46,9 +46,7 @@ retrain = False               # train again even if a finished run with the same
 grid_clusters = 6             # clusters shown in the image grid (the largest ones)
 grid_per_cluster = 8          # most confident images per cluster
 map_method = "tsne"           # 2-D map: "tsne" or "umap"
-runs_dir = "runs"
-results_dir = "results"
-figures_dir = "figures"
+publish = False      # True only under `make reproduce`: write the tracked results/ and figures/
 
 # %%
 import time
@@ -60,6 +58,8 @@ import numpy as np
 from mixlab import assignments, choose_k, experiments, io, metrics, paths, viz
 from mixlab.data import example_images
 from mixlab.provenance import provenance
+
+runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 t0 = time.time()
 EXP = "your_images"

@@ -103,3 +103,12 @@ def write_imagenet_dog(root: Path, per_class: int = 2, size: tuple[int, int] = (
             colors.append(color)
             labels.append(label)
     return {"colors": np.array(colors), "labels": np.array(labels)}
+
+
+def gray_folder(root: Path, n: int = 20, seed: int = 0) -> Path:
+    """``n`` grayscale noise PNGs ``g000.png``, ... directly in ``root``, of mixed sizes (24 x 20-59 px)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (20 + i % 40, 24), dtype=np.uint8), "L").save(root / f"g{i:03d}.png")
+    return root

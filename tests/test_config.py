@@ -120,7 +120,7 @@ def test_cpu_and_gpu_profiles_train_on_all_70000_images(method):
         assert train.dataset == "fashion-mnist" and train.subset is None, (method, profile)
 
 
-# ---- issue 14, item 12: every default is the paper's, or derived from it by a stated rule ----------
+# ---- every default is the paper's, or derived from it by a stated rule ----------
 @pytest.mark.parametrize("method", ["mice", "moco", "tcc"])
 @pytest.mark.parametrize("profile", ["cpu", "gpu", "paper"])
 def test_mice_family_settings_follow_app_d_rules(method, profile):

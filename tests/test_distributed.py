@@ -36,7 +36,7 @@ def test_two_process_run_in_sync_and_learning(method, extra, tmp_path):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     if method == "siammm":  # K changed while the ranks stayed identical
         # Eq. 13's cluster term is scaled by the epoch's kappa and K changes, so SiamMM's total loss
-        # is not comparable across epochs (issue 14, item 3); it must stay finite
+        # is not comparable across epochs; it must stay finite
         assert all(abs(row["loss"]) < float("inf") for row in log)
         assert log[-1]["K"] < log[0]["K"] == 30
     else:

@@ -12,15 +12,15 @@ from mixlab.config import ConfigError
 
 NOTEBOOK = '''# %% tags=["parameters"]
 profile = "smoke"
-results_dir = "results"
-figures_dir = "figures"
-runs_dir = "runs"
+publish = False
 fail = False
 
 # %%
 import json, pathlib
+from mixlab import paths
+results_dir = paths.outputs(profile, publish).results_dir
 assert not fail, "asked to fail"
-out = pathlib.Path(results_dir) / "{name}"
+out = paths.resolve(results_dir) / "{name}"
 out.mkdir(parents=True, exist_ok=True)
 (out / "table.csv").write_text("name,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,seeds,wall_time_s\\nx,0.5,0.0,0.4,0.0,0.3,0.0,1,1.0\\n")
 from mixlab import claims
@@ -75,10 +75,7 @@ def test_failure_names_notebook_and_keeps_earlier_results(project):
 
 
 def test_papermill_failure_names_notebook(project):
-    import jupytext
-    for name in ("first", "second", "third"):
-        nb = jupytext.read(project / "notebooks" / f"{name}.py")
-        jupytext.write(nb, project / "notebooks" / f"{name}.ipynb")
+    """papermill runs a notebook built from its .py (no .ipynb in notebooks/)."""
     (project / "notebooks" / "params" / "smoke" / "first.yaml").write_text("fail: true\n")
     with pytest.raises(pipeline.NotebookFailed, match=r"notebook first failed .*first\.ipynb"):
         pipeline.reproduce("smoke", runner="papermill", root=project, only=["first"])

@@ -19,9 +19,37 @@ def _table(seeds):
                         index=pd.Index(["MiCE"], name="name"))
 
 
+def _runs(tmp_path, losses: dict[int, list[float]]) -> list[dict]:
+    """Rows of one run name "MiCE" over seeds, each with a log.jsonl of ``losses[seed]``."""
+    rows = []
+    for seed, values in losses.items():
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        (run / "log.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "loss": v}) + "\n" for e, v in enumerate(values)))
+        rows.append({"name": "MiCE", "seed": seed, "run_dir": str(run), "acc": 0.5 + 0.1 * seed, "nmi": 0.4, "ari": 0.3})
+    return rows
+
+
+def test_training_curves_show_the_seed_mean_with_a_band(tmp_path):
+    fig, ax = plt.subplots()
+    viz.training_curves(ax, _runs(tmp_path, {0: [2.0, 1.0], 1: [4.0, 3.0]}), ["loss"])
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == [3.0, 2.0]  # the mean over the two seeds
+    assert ax.collections, "no ± std band"
+
+
+def test_bars_show_the_mean_and_each_seed(tmp_path):
+    fig, ax = plt.subplots()
+    viz.bars(ax, _runs(tmp_path, {0: [1.0], 1: [1.0], 2: [1.0]}))
+    heights = sorted(p.get_height() for p in ax.patches if p.get_height() > 0)
+    assert np.isclose(heights[-1], 60.0)  # ACC bar: the mean of 50, 60, 70 %
+    points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+    assert {50.0, 60.0, 70.0} <= set(np.round(points, 6))
+
+
 def test_savefig_on_smoke_stamps_the_caveat_and_returns_nothing(tmp_path):
     fig, ax = plt.subplots()
-    viz.training_curves(ax, {"run": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}]}, ["loss"])
+    viz.training_curves(ax, _runs(tmp_path, {0: [2.0, 1.0]}), ["loss"])
     assert viz.savefig(fig, "curves", tmp_path, profile="smoke") is None
     assert any(t.get_text() == SMOKE_NOTE for t in fig.texts)
     assert all(float(t).is_integer() for t in ax.get_xticks())
@@ -43,14 +71,11 @@ def test_one_seed_has_no_spread():
     assert experiments.format_table(_table(1)).splitlines()[2].startswith("| MiCE | 18.2 | 30.0 | 10.0 | 1 |")
     assert "18.2 ± 0.0" in experiments.format_table(_table(3))
     assert experiments.seeds_label([0]) == "1 seed" and experiments.seeds_label(3) == "3 seeds, mean ± std"
-    fig, ax = plt.subplots()
-    viz.bar_with_errors(ax, _table(1))
-    assert not ax.containers[0].errorbar
 
 
 def test_smoke_table_note_says_it_is_not_a_result(tmp_path):
     md = experiments.write_table(_table(1), tmp_path, "exp", profile="smoke", note="3 epochs.").read_text()
-    assert f"{SMOKE_NOTE}. 3 epochs." in md
+    assert f"{SMOKE_NOTE}." in md and md.rstrip().endswith("3 epochs.")
     assert SMOKE_NOTE not in experiments.write_table(_table(1), tmp_path, "cpu", profile="cpu").read_text()
 
 

@@ -210,7 +210,7 @@ def load(name: str, *, subset: int | None = None, seed: int = 0,
                             skip_unreadable=skip_unreadable)
         full = Dataset(name=name, images=parts["images"], labels=parts["labels"], classes=parts["classes"],
                        source=parts["source"], paths=parts["paths"])
-        return _subset(full, None if subset is None or subset >= len(full) else subset, seed, name)
+        return folder_subset(full, subset, seed)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)},"
                          " or folder:PATH for a directory of your own images")
@@ -219,6 +219,12 @@ def load(name: str, *, subset: int | None = None, seed: int = 0,
     full = (_cached(name, where, loader.stamp(where), verify) if loader.cache
             else loader.read_from(where, verify))
     return _subset(full, subset, seed, name)
+
+
+def folder_subset(full: Dataset, subset: int | None, seed: int = 0) -> Dataset:
+    """The rows ``load("folder:PATH", subset=subset, seed=seed)`` keeps, drawn from ``full``, the whole
+    folder as ``load`` returns it without ``subset``: all of them when ``subset`` is None or not smaller."""
+    return _subset(full, None if subset is None or subset >= len(full) else subset, seed, full.name)
 
 
 def _subset(full: Dataset, subset: int | None, seed: int, name: str) -> Dataset:

@@ -15,7 +15,7 @@ resized to ``size``×``size`` (bicubic, aspect ratio not kept: what the methods 
 then stored as one uint8 N×C×H×W tensor file. The cache key is the list of files with their byte
 sizes and modification times plus the preprocessing, so a second run starts at once and a changed,
 added or removed file invalidates it. Cache files go to ``$MIXLAB_CACHE`` if set, else
-``./data/cache/folders/`` (``/data/`` is git-ignored), written atomically.
+``data/cache/folders/`` of the workbook root (git-ignored), written atomically.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from mixlab import paths
 
 PREFIX = "folder:"
 DEFAULT_SIZE = 32  # for profiles that keep the dataset's own size (image_size=None): CIFAR's side
@@ -127,9 +129,9 @@ def to_array(im: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 def cache_dir() -> Path:
-    """``$MIXLAB_CACHE`` or ``./data/cache/folders``."""
+    """``$MIXLAB_CACHE`` or ``data/cache/folders`` of the workbook root (:mod:`mixlab.paths`)."""
     env = os.environ.get("MIXLAB_CACHE")
-    return Path(env) if env else Path("data") / "cache" / "folders"
+    return Path(env) if env else paths.resolve("data") / "cache" / "folders"
 
 
 def cache_key(listing: Listing, size: int, channels: int | None, skip_unreadable: bool) -> str:
@@ -141,17 +143,31 @@ def cache_key(listing: Listing, size: int, channels: int | None, skip_unreadable
     return h.hexdigest()[:24]
 
 
+NAMED = 5  # unreadable files named in a message; the rest are counted
+
+
+def name_some(files: list[str], n: int = NAMED) -> str:
+    """``'a.png, b.jpg'``, or the first ``n`` and ``'and 7 more'``."""
+    more = f" and {len(files) - n} more" if len(files) > n else ""
+    return ", ".join(files[:n]) + more
+
+
 def decode_all(listing: Listing, size: int, channels: int | None, skip_unreadable: bool) -> dict:
-    """Decode every image of ``listing``; returns images, labels, paths, channels, skipped."""
-    decoded, keep, bad = [], [], []
+    """Decode every image of ``listing``; returns images, labels, paths, channels, skipped. Without
+    ``skip_unreadable`` every unreadable file is found before the ValueError that names them."""
+    decoded, keep, bad, why = [], [], [], ""
     for i, rel in enumerate(listing.paths):
         try:
             decoded.append(open_image(listing.root / rel))
             keep.append(i)
-        except ValueError:
-            if not skip_unreadable:
-                raise
+        except ValueError as exc:
             bad.append(rel)
+            why = why or str(exc)
+    if bad and not skip_unreadable:
+        if len(bad) == 1:
+            raise ValueError(why)
+        raise ValueError(f"dataset folder:{listing.root}: {len(bad)} unreadable image files: {name_some(bad)};"
+                         " remove them or pass --set skip_unreadable=true")
     if not decoded:
         raise ValueError(f"dataset folder:{listing.root}: none of its {len(listing.paths)} image files is readable")
     if channels is None:
@@ -182,7 +198,7 @@ def read(name: str, *, size: int = DEFAULT_SIZE, channels: int | None = None,
         parts = decode_all(listing, size, channels, skip_unreadable)
         io.torch_save(path, parts)
     if parts["skipped"]:
-        warnings.warn(f"{name}: skipped {len(parts['skipped'])} unreadable image file(s), e.g. "
-                      f"{parts['skipped'][0]}", stacklevel=2)
+        warnings.warn(f"{name}: skipped {len(parts['skipped'])} unreadable image file(s): "
+                      f"{name_some(parts['skipped'])}", stacklevel=2)
     return {"images": parts["images"], "labels": parts["labels"], "paths": tuple(parts["paths"]),
             "classes": parts["classes"] or [], "source": str(root), "cache": str(path)}
