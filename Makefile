@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
-JOBS    ?= 2
+JOBS    ?=
+SCHEDULER ?=
 
 .PHONY: test reproduce lab notebooks clean venv smoke
 
@@ -29,11 +30,13 @@ notebooks/%.ipynb: notebooks/%.py | $(STAMP)
 test: $(STAMP) $(NOTEBOOKS)
 	$(BIN)/python -m pytest
 
-# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke), JOBS at
-# once (default 2: the cpu profile's runs use one thread each); ONLY="mice tcc" runs just those, FORCE=1
-# re-runs unchanged ones.
+# Every notebook of notebooks/manifest.yaml through papermill on PROFILE (cpu|gpu|paper|smoke), all at
+# once (JOBS=N: N at once); their runs go to one Dask cluster: a local one of one worker per core (or GPU),
+# or the scheduler SCHEDULER=tcp://HOST:PORT (default $MIXLAB_SCHEDULER). ONLY="mice tcc" runs just
+# those, FORCE=1 re-runs unchanged ones.
 reproduce: $(STAMP)
-	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
+	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS),) \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
 
 # JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/, where a
 # double-click opens a .py as a notebook (.jupyter/overrides.json). Root (containers, cloud notebooks)

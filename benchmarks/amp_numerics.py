@@ -5,7 +5,7 @@ twice: in float32 (``train.amp=false``) and in the profile's default (``train.am
 profile sets it: bf16 autocast where the CPU has native bf16). The table gives ACC/NMI mean ± std
 per path and, paired by seed, the difference (default - float32) with a paired t-test over seeds
 and McNemar's test on the per-image right/wrong of the matched clusters pooled over seeds
-(``mixlab.stats``). Runs live in ``--runs`` (finished runs are reused, so a killed sweep resumes);
+(``mixlab.workbook.stats``). Runs live in ``--runs`` (finished runs are reused, so a killed sweep resumes);
 the table goes to ``results/benchmarks/amp_numerics_cpu.md`` (+ ``.json``) beside the throughput one.
 
     python benchmarks/amp_numerics.py                           # 2 methods x 2 paths x 3 seeds, cpu profile
@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mixlab import engine, io
+from mixlab import engine
+from mixlab.utils import io
 from mixlab.config import resolve
-from mixlab.provenance import provenance
-from mixlab.stats import paired_t, paired_test
+from mixlab.utils.provenance import provenance
+from mixlab.workbook.stats import paired_t, paired_test
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("acc", "nmi")

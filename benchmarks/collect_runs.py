@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from mixlab import io
+from mixlab.utils import io
 
 
 def summary(run: Path) -> dict:

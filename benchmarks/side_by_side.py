@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from throughput import METHODS, run_steps, trainer_for  # noqa: E402
 
-from mixlab import io  # noqa: E402
-from mixlab.provenance import provenance  # noqa: E402
+from mixlab.utils import io  # noqa: E402
+from mixlab.utils.provenance import provenance  # noqa: E402
 
 
 def child(method: str, threads: int, steps: int, subset: int, dataset: str | None) -> None:

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mixlab import engine, io, precision
+from mixlab import engine
+from mixlab.utils import io, precision
 from mixlab.config import resolve
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("mice", "moco", "siammm", "nmm", "tcc")
@@ -195,7 +196,7 @@ def kmeans_comparison(n: int = 20000, d: int = 128, k: int = 10) -> dict:
 
 
 def embedding_comparison(n: int = 2000, d: int = 64) -> dict:
-    from mixlab.viz import embed_2d
+    from mixlab.workbook.viz import embed_2d
 
     x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     out = {}

@@ -1,7 +1,7 @@
 """Command line: ``python -m mixlab train|eval|config|list|reproduce`` — the same code the notebooks call.
 
 Paths given on the command line (``--out``, ``--run``, ``--params``) are taken from the shell's
-working directory; the defaults the notebooks use from the workbook root (:mod:`mixlab.paths`)."""
+working directory; the defaults the notebooks use from the workbook root (:mod:`mixlab.utils.paths`)."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,8 @@ from pathlib import Path
 
 from mixlab.config import DATA_FIELDS, PROFILES, ConfigError, load_param_file, parse_data_set, parse_set, resolve
 from mixlab import engine
-from mixlab.engine import CheckpointError, NonFiniteLoss
+from mixlab.engine import NonFiniteLoss
+from mixlab.rundir import CheckpointError
 
 EPILOG = """examples:
   python -m mixlab train --method mice --dataset fashion-mnist --profile cpu --seed 0 --out runs/mice0
@@ -79,9 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", metavar="NOTEBOOK",
                    help="run just this notebook of the manifest (e.g. em_elbo_primer); repeatable")
     r.add_argument("--force", action="store_true", help="re-run notebooks even if nothing changed")
-    r.add_argument("--jobs", type=_whole_number, default=1, metavar="N",
-                   help="notebooks to run at once (default 1; the cpu profile's runs use one thread each, "
-                        "so 2 uses both cores of a 2-core machine)")
+    r.add_argument("--jobs", type=_whole_number, metavar="N",
+                   help="notebooks to run at once (default: all; their runs share one Dask cluster)")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler for the notebooks' runs (tcp://HOST:PORT or a scheduler file; default:"
+                        " $MIXLAB_SCHEDULER, else a local cluster of one worker per core or GPU; none: no Dask)")
     r.add_argument("--runner", choices=("papermill", "script"),
                    help="papermill (default when installed) or script (runs the paired .py files)")
     sub.add_parser("notebooks", help="save every notebook pair as JupyterLab + jupytext do, outputs stripped "
@@ -100,18 +103,6 @@ def _config(args):
     return resolve(args.method, args.profile, *layers)
 
 
-def _evaluate(run: Path) -> dict:
-    from mixlab import config as config_mod
-
-    if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"{run} is not a finished run (needs config.json and checkpoint.pt)")
-    cfg = config_mod.from_dict(json.loads((run / "config.json").read_text()))
-    trainer = engine.Trainer(engine.build(cfg), run)
-    trainer.load_checkpoint(run / "checkpoint.pt")
-    metrics, _ = trainer.evaluate()
-    return metrics
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for option in ("out", "run", "params"):  # typed paths mean the shell's working directory
@@ -126,37 +117,37 @@ def main(argv: list[str] | None = None) -> int:
             print("profiles: " + ", ".join(PROFILES))
             return 0
         if args.command == "notebooks":
-            from mixlab import notebook_files
+            from mixlab.workbook import notebook_files
             print("normalized: " + ", ".join(notebook_files.normalize()))
             return 0
         if args.command == "reproduce":
-            from mixlab import pipeline
+            from mixlab.workbook import pipeline
             start = time.perf_counter()
             try:
                 pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner,
-                                   jobs=args.jobs)
+                                   jobs=args.jobs, scheduler=args.scheduler)
             except pipeline.NotebookFailed as exc:
                 print(f"mixlab: error: {exc}; notebooks before it kept their results", file=sys.stderr)
                 return 1
             print(f"[reproduce] profile {args.profile} finished in {time.perf_counter() - start:.0f} s")
             return 0
         if args.command == "predict":
-            from mixlab import assignments
+            from mixlab import evaluation
             data = parse_data_set(args.set)
             if args.channels is not None:
                 data["channels"] = args.channels
-            rows = assignments.predict(args.run, args.dataset, args.out, device=args.device, **data)
+            rows = evaluation.predict(args.run, args.dataset, args.out, device=args.device, **data)
             print(f"[predict] {len(rows)} images assigned to {rows['cluster'].nunique()} clusters -> {args.out}")
             return 0
         if args.command == "eval":
-            print(json.dumps(_evaluate(Path(args.run)), indent=2))
+            print(json.dumps(engine.reevaluate(args.run), indent=2))
             return 0
         cfg = _config(args)
         if args.command == "config":
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
         result = engine.train(cfg, args.out, resume=args.resume)
-        from mixlab import distributed
+        from mixlab.utils import distributed
         main_process = distributed.is_main()
         distributed.shutdown()  # only after success: a failed rank must not wait at a barrier
         if main_process:  # the other ranks' results lack what only rank 0 computes (objective, files)

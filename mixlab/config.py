@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from mixlab.checks import ConfigError, check_choice, check_positive
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods import PROFILE_DIR, get_method, profile_file
 
 __all__ = ["PROFILES", "DATA_FIELDS", "ConfigError", "check_choice", "check_positive", "TrainConfig", "RunConfig",

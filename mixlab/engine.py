@@ -6,11 +6,8 @@ It knows nothing method-specific: everything goes through :class:`mixlab.methods
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import pickle
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -21,30 +18,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mixlab import distributed as dist
-from mixlab import assignments, io, paths, precision
+from mixlab.utils import distributed as dist
+from mixlab.utils import paths, precision
+from mixlab import rundir
 from mixlab.config import RunConfig, TrainConfig
 from mixlab.data import folder_subset, load as load_dataset
 from mixlab.data.folder import PREFIX as FOLDER_PREFIX
-from mixlab.data.augment import make_augmenter
-from mixlab.methods import get_method
-from mixlab.methods.base import DataSpec, EpochContext, Method, StepProgress, evaluating
+from mixlab.methods import build as build_method, seed_everything
+from mixlab.methods.base import EpochContext, Method, StepProgress, evaluating
 from mixlab.metrics import cluster_sizes, evaluate, silhouette_cosine
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is unreadable or belongs to another configuration."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def pick_device(name: str) -> torch.device:
@@ -154,6 +141,16 @@ class Setup:
     all_ids: tuple[str, list] | None = None
 
 
+def input_spec(setup: Setup) -> dict:
+    """What the method was trained on (metrics.json's ``input``, what :func:`mixlab.rundir.load`
+    rebuilds it from): channels, side of the stored images, side fed to the network, number of
+    training samples (buffer shapes), and the images' dtype."""
+    images = setup.images
+    return {"channels": int(images.shape[1]), "stored_size": int(images.shape[-1]) if images.dim() == 4 else 0,
+            "image_size": int(setup.augmenter.out_size), "n_samples": int(len(images)),
+            "dtype": str(images.dtype).removeprefix("torch.")}
+
+
 def build(cfg: RunConfig) -> Setup:
     """Load data, fit batch and queue to it (:func:`fit_to_data`, with one warning line when
     they change), build augmentation and the method; raises clear errors on bad input."""
@@ -172,27 +169,10 @@ def build(cfg: RunConfig) -> Setup:
     if note:
         warn(note)
     size = (cfg.train.image_size or images.shape[-1]) if images.dtype == torch.uint8 else 0
-    augmenter, method = make_model(cfg, images.shape[1], size, len(images), device)
+    augmenter, method = build_method(cfg, images.shape[1], size, len(images), device)
     return Setup(cfg, device, images.to(device), data.labels, augmenter, method, data.source,
-                 assignments.ids_of(data), whole.images if whole is not None else None,
-                 assignments.ids_of(whole) if whole is not None else None)
-
-
-def make_model(cfg: RunConfig, channels: int, size: int, n_samples: int, device: torch.device):
-    """The augmenter and the (untrained) method for ``n_samples`` inputs of ``channels``×``size``²
-    (``size`` 0 for point features), on ``device``."""
-    train = cfg.train
-    augmenter = make_augmenter(train.augment, channels, size, sobel=train.sobel)
-    seed_everything(train.seed)
-    spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=n_samples,
-                    backbone=train.backbone)
-    method = get_method(cfg.method)(cfg.params, spec)
-    if dist.init_from_env(device.type) and device.type == "cuda":
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    method = method.to(device)
-    if train.channels_last and device.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
-    return augmenter, method
+                 rundir.ids_of(data), whole.images if whole is not None else None,
+                 rundir.ids_of(whole) if whole is not None else None)
 
 
 COLLAPSE_FRAC = 0.9  # a run whose largest cluster holds more than this fraction gets a warning
@@ -369,7 +349,7 @@ class Trainer:
         buf = {"index": idx.numpy(), "embedding": emb, "posterior": post}
         if self.s.labels is not None:
             buf["labels"] = self.s.labels[idx].numpy()
-        io._atomic(self.out / "snapshots" / f"epoch_{epoch:03d}.npz", lambda fh: np.savez_compressed(fh, **buf))
+        rundir.write_snapshot(self.out, epoch, buf)
 
     def log(self, message: str) -> None:
         """A line for the user (and the notebook): only the main process speaks."""
@@ -418,7 +398,7 @@ class Trainer:
             self.history.append(row)
             if dist.is_main():
                 self.save_checkpoint()
-                io.write_text(self.out / "log.jsonl", "".join(_json_line(r) for r in self.history))
+                rundir.write_log(self.out, self.history)
                 if t.progress:
                     tqdm.write(_summary_line(row))
         return self.finish()
@@ -438,12 +418,12 @@ class Trainer:
         saved = {"posterior": post.numpy().astype(np.float16)}
         if self.s.labels is not None:
             saved["labels"] = self.s.labels.numpy()
-        io._atomic(self.out / "predictions.npz", lambda fh: np.savez_compressed(fh, **saved))
+        rundir.write_predictions(self.out, saved)
         if self.s.all_images is None:
-            assignments.write_csv(self.out / "assignments.csv", self.s.ids, post)
+            rundir.write_assignments(self.out, self.s.ids, post)
         else:  # trained on a subset of a folder: every image of it gets its row
             everything = self.map_dataset(self.s.method.predict, images=self.s.all_images).cpu()
-            assignments.write_csv(self.out / "assignments.csv", self.s.all_ids, everything)
+            rundir.write_assignments(self.out, self.s.all_ids, everything)
         if in_sync is not None:
             metrics["ranks_in_sync"] = in_sync
         metrics["cluster_sizes"] = cluster_sizes(post.argmax(1), post.shape[1]).tolist()
@@ -457,10 +437,10 @@ class Trainer:
                   "dataset": self.train_cfg.dataset, "seed": self.train_cfg.seed, "epochs": self.epoch,
                   "wall_time_s": round(self.wall, 2), "train_seconds": round(self.train_seconds, 2),
                   "stopped_by_budget": self.stopped_by_budget,
-                  "labelled": self.s.labels is not None, "input": assignments.input_spec(self.s),
+                  "labelled": self.s.labels is not None, "input": input_spec(self.s),
                   "provenance": provenance(self.s.device, data_source=self.s.source,
                                            world_size=dist.world_size())}
-        io.write_json(self.out / "metrics.json", result)
+        rundir.write_metrics(self.out, result)
         return result
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -477,12 +457,12 @@ class Trainer:
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
 
     def save_checkpoint(self) -> None:
-        io.torch_save(self.out / "checkpoint.pt", self.state())
+        rundir.write_checkpoint(self.out, self.state())
 
     def load_checkpoint(self, path: Path) -> None:
-        state = read_checkpoint(path, self.s.device)
+        state = rundir.read_checkpoint(path, self.s.device)
         if state.get("config") != self.s.cfg.to_dict():
-            raise CheckpointError(f"checkpoint {path} was written with another configuration;"
+            raise rundir.CheckpointError(f"checkpoint {path} was written with another configuration;"
                                   " resume with the same settings or choose a new --out")
         self.s.method.load_state_dict(state["method"])
         for k, o in self.optimizers.items():
@@ -495,38 +475,6 @@ class Trainer:
         self.history = state["history"]
 
 
-CHECKPOINT_KEYS = ("epoch", "global_step", "wall", "config", "history", "method", "optimizers", "schedulers")
-
-
-def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """``torch.load`` a checkpoint written by :meth:`Trainer.save_checkpoint`; if it cannot be used,
-    raise :class:`CheckpointError` saying in plain words why (not a checkpoint, truncated, written by
-    another version) and what to do."""
-    path = Path(path)
-    todo = "; delete it to start over (or train into a new --out)"
-    with open(path, "rb") as fh:
-        is_zip = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-    if not is_zip:
-        raise CheckpointError(f"checkpoint {path} is unreadable: it is not a mixlab checkpoint{todo}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"checkpoint {path} is unreadable: it holds objects that this version cannot"
-                              f" load safely (written by another version of mixlab or torch){todo}") from None
-    except Exception:  # noqa: BLE001 - the zip reader's errors: missing central directory, bad CRC, short read
-        raise CheckpointError(f"checkpoint {path} is unreadable: the file is truncated or damaged (an interrupted"
-                              f" copy or a full disk){todo}") from None
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
-    if missing:
-        raise CheckpointError(f"checkpoint {path} is unreadable: it was written by another version of mixlab or"
-                              f" another program (no {missing[0]!r} entry){todo}")
-    return state
-
-
-def _json_line(row: dict) -> str:
-    return json.dumps(row) + "\n"
-
-
 def _summary_line(row: dict) -> str:
     keys = [k for k in ("loss", "acc", "nmi", "ari") if k in row]
     return f"epoch {row['epoch']}: " + "  ".join(f"{k}={row[k]:.4f}" for k in keys)
@@ -535,10 +483,10 @@ def _summary_line(row: dict) -> str:
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
           step_hook: Callable[[int], None] | None = None) -> dict:
     """Train ``cfg`` into ``out`` (config.json, log.jsonl, checkpoint.pt, metrics.json); a relative
-    ``out`` is taken from the workbook root (:mod:`mixlab.paths`)."""
+    ``out`` is taken from the workbook root (:mod:`mixlab.utils.paths`)."""
     out = paths.resolve(out)
-    ckpt = out / "checkpoint.pt"
-    if not resume and out.exists() and any((out / f).exists() for f in ("config.json", "checkpoint.pt")):
+    ckpt = out / rundir.CHECKPOINT
+    if not resume and out.exists() and any((out / f).exists() for f in (rundir.CONFIG, rundir.CHECKPOINT)):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     setup = build(cfg)
     trainer = Trainer(setup, out)
@@ -547,5 +495,14 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         trainer.load_checkpoint(ckpt)
     if dist.is_main():  # as run, fitted to the data; what was asked for beside it (asked_config)
         record, fitted = setup.cfg.to_dict(), fitted_fields(cfg, setup.cfg)
-        io.write_json(out / "config.json", {**record, "fitted_to_data": fitted} if fitted else record)
+        rundir.write_config(out, {**record, "fitted_to_data": fitted} if fitted else record)
     return trainer.run()
+
+
+def reevaluate(run: str | Path) -> dict:
+    """A finished run's metrics recomputed on its training data (``python -m mixlab eval``): the
+    trained method (:func:`mixlab.rundir.load`) on the data its config.json names."""
+    loaded = rundir.load(run)
+    setup = dataclasses.replace(build(loaded.cfg), augmenter=loaded.augmenter, method=loaded.method)
+    metrics, _ = Trainer(setup, rundir.folder(run)).evaluate()
+    return metrics

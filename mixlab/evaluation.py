@@ -10,19 +10,23 @@ rows. Labels are used only here, never in training.
 - :func:`knn_acc`: cosine k-NN through faiss (exact inner-product search on L2-normalised
   features), k = 20, votes weighted by exp(cos / T) with T = 0.07 (Wu et al. 2018, the
   InstDisc / DINO protocol) or unweighted majority (``weighting="majority"``).
-- :func:`extract`, :func:`load_run`, :func:`representation_eval`: features of a finished run.
+- :func:`extract`, :func:`representation_eval`: features of a finished run.
+- :func:`predict` (``python -m mixlab predict``): assign the images of a dataset or folder with a
+  finished run (:func:`mixlab.rundir.load`), decoded exactly as its training images were; one CSV
+  row per image: id, cluster = argmax_k q(k|x), probability = max_k q(k|x).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from mixlab import rundir
 from mixlab.methods.base import evaluating
 
-__all__ = ["linear_probe_acc", "knn_acc", "extract", "load_run", "representation_eval"]
+__all__ = ["linear_probe_acc", "knn_acc", "extract", "representation_eval", "apply", "load_matching", "predict"]
 
 
 def _np(a, dtype=None) -> np.ndarray:
@@ -99,23 +103,6 @@ def extract(method, images: torch.Tensor, augmenter, *, fn: str = "features", ba
     return torch.cat(out).numpy()
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu"):
-    """Rebuild a finished run (config.json + checkpoint.pt): returns the engine's ``Setup`` with
-    the trained method loaded, in eval mode, on ``device``."""
-    from mixlab import config as config_mod
-    from mixlab import engine, paths
-
-    run_dir = paths.resolve(run_dir)
-    data = json.loads((run_dir / "config.json").read_text())
-    data["train"]["device"] = device
-    cfg = config_mod.from_dict(data)
-    setup = engine.build(cfg)
-    state = engine.read_checkpoint(run_dir / "checkpoint.pt", setup.device)
-    setup.method.load_state_dict(state["method"])
-    setup.method.eval()
-    return setup
-
-
 def representation_eval(run_dir: str | Path, *, k: int = 20, weighting: str = "weighted", fn: str = "features",
                         full_dataset: bool = False, device: str = "cpu") -> dict:
     """Linear-probe and k-NN accuracy of a finished run's frozen ``fn`` features on the dataset's
@@ -127,14 +114,58 @@ def representation_eval(run_dir: str | Path, *, k: int = 20, weighting: str = "w
     """
     from mixlab.data import load as load_dataset
 
-    setup = load_run(run_dir, device=device)
-    t = setup.cfg.train
+    run = rundir.load(run_dir, device=device)
+    t = run.cfg.train
     data = load_dataset(t.dataset, subset=None if full_dataset else t.subset, seed=t.data_seed)
     if data.train_mask is None:
         raise ValueError(f"dataset {t.dataset!r} has no official train/test split (train_mask is None)")
-    feats = extract(setup.method, data.images, setup.augmenter, fn=fn, device=setup.device)
+    feats = extract(run.method, data.images, run.augmenter, fn=fn)
     mask = data.train_mask.numpy().astype(bool)
     y = data.labels.numpy()
     return {"linear_probe_acc": linear_probe_acc(feats[mask], y[mask], feats[~mask], y[~mask]),
             "knn_acc": knn_acc(feats[mask], y[mask], feats[~mask], y[~mask], k=k, weighting=weighting),
             "n_train": int(mask.sum()), "n_test": int((~mask).sum())}
+
+
+def apply(cfg, augmenter, method, images: torch.Tensor, fn: str = "predict"):
+    """``method.<fn>`` on clean batches of ``images`` with the precision and batch size the run
+    evaluated with (so ``predict`` reproduces the run's own assignments); float32 numpy."""
+    from mixlab.utils import precision
+
+    device = next(method.parameters()).device
+    with precision.autocast(device, precision.amp_dtype(device, cfg.train.amp)):
+        return extract(method, images, augmenter, fn=fn, batch_size=cfg.train.eval_batch_size)
+
+
+def load_matching(name: str, cfg, spec: dict, channels: int | None = None, skip_unreadable: bool | None = None):
+    """Dataset ``name`` preprocessed as the run's training data (``channels`` and
+    ``skip_unreadable``, when given, replace the run's); ValueError (one line) when its images
+    cannot match the run's channel count or image size."""
+    from mixlab.data import load
+    from mixlab.data.folder import PREFIX
+
+    trained = f"{spec['channels']}-channel {spec['stored_size']}x{spec['stored_size']}"
+    if name.startswith(PREFIX):
+        skip = cfg.train.skip_unreadable if skip_unreadable is None else skip_unreadable
+        data = load(name, image_size=spec["stored_size"], channels=channels or cfg.train.channels,
+                    skip_unreadable=skip)
+        if data.images.shape[1] != spec["channels"]:
+            raise ValueError(f"{name} holds {data.images.shape[1]}-channel images but the run was trained on"
+                             f" {trained} images; pass --channels {spec['channels']} to convert them")
+        return data
+    data = load(name)
+    shape = tuple(data.images.shape[1:])
+    if data.images.dim() != 4 or shape != (spec["channels"], spec["stored_size"], spec["stored_size"]):
+        raise ValueError(f"dataset {name} has images of shape {shape} but the run was trained on {trained}"
+                         " images; predict a dataset of that shape or a folder: of images")
+    return data
+
+
+def predict(run: str | Path, dataset: str, out: str | Path, *, channels: int | None = None,
+            skip_unreadable: bool | None = None, device: str = "cpu") -> pd.DataFrame:
+    """Assign the images of ``dataset`` with the trained ``run``; writes and returns the CSV rows.
+    ``channels`` and ``skip_unreadable`` (None: the run's) say how a folder's files are read."""
+    cfg, spec, augmenter, method = rundir.load(run, device)
+    data = load_matching(dataset, cfg, spec, channels, skip_unreadable)
+    rundir.write_assignments(out, rundir.ids_of(data), apply(cfg, augmenter, method, data.images, "predict"))
+    return pd.read_csv(out)

@@ -16,7 +16,7 @@ from sklearn.metrics import (
 )
 
 __all__ = ["contingency", "cluster_acc", "majority_acc", "evaluate", "cluster_sizes", "silhouette_cosine",
-           "assignment_confidence"]
+           "assignment_confidence", "participation_ratio", "duplicate_pairs", "posterior_entropy"]
 
 
 def _labels(a, name: str) -> np.ndarray:
@@ -134,3 +134,59 @@ def assignment_confidence(posterior, collapse_fraction: float = 0.01) -> dict:
         ent = -np.where(q > 0, q * np.log(q), 0.0).sum(1)
     kl = float(log_k - ent.mean())
     return {"mean_max_q": float(q.max(1).mean()), "kl_to_uniform": kl, "collapsed": kl < collapse_fraction * log_k}
+
+
+# ---- label-free diagnostics of a representation, prototypes and a posterior (logged per epoch) ----
+def _float64(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=np.float64)
+
+
+def participation_ratio(x) -> float:
+    """Effective dimension of the rows of ``x`` ``[N, d]``: the participation ratio of the eigenvalues
+    lambda_1..lambda_d of their covariance C = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T,
+
+        PR = (sum_k lambda_k)^2 / sum_k lambda_k^2 = tr(C)^2 / ||C||_F^2,
+
+    between 1 (all variance along one direction) and d (isotropic); ``nan`` when the rows do not vary.
+    Pass L2-normalised embeddings for the effective dimension on the sphere."""
+    a = _float64(x)
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError(f"x must be [N, d] with N >= 1, got shape {a.shape}")
+    a = a - a.mean(0, keepdims=True)
+    cov = a.T @ a / a.shape[0]
+    sq = float((cov * cov).sum())
+    return float(np.trace(cov) ** 2 / sq) if sq > 0 else float("nan")
+
+
+def duplicate_pairs(vectors, threshold: float = 0.95) -> int:
+    """Number of pairs i < j of rows of ``vectors`` ``[K, d]`` (e.g. cluster prototypes) whose cosine
+    similarity cos(v_i, v_j) = v_i^T v_j / (|v_i| |v_j|) exceeds ``threshold``: duplicated
+    prototypes, which split the posterior mass of one cluster between them."""
+    v = _float64(vectors)
+    if v.ndim != 2:
+        raise ValueError(f"vectors must be [K, d], got shape {v.shape}")
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
+    i, j = np.triu_indices(v.shape[0], k=1)
+    return int(((v @ v.T)[i, j] > threshold).sum())
+
+
+def posterior_entropy(posterior, *, log: bool = False):
+    """Entropy of each row of a posterior ``[N, K]``, H(q|x_i) = -sum_k q(k|x_i) log q(k|x_i) (nats;
+    0 for a one-hot row, log K for a uniform one, 0 log 0 = 0). ``log``: the input is log q. Returns
+    ``[N]``, a tensor (same device, float32 or wider) for a tensor, else a float64 array; the mean over
+    rows is the mean H(q|x) of a run."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None and isinstance(posterior, torch.Tensor):
+        p = posterior.detach()
+        p = p.float() if p.dtype in (torch.float16, torch.bfloat16) else p
+        logq = p if log else torch.log(p)
+        q = p.exp() if log else p
+        return -torch.where(q > 0, q * logq, torch.zeros_like(q)).sum(-1)
+    a = np.asarray(posterior, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        logq = a if log else np.log(a)
+        q = np.exp(a) if log else a
+        return -np.where(q > 0, q * logq, 0.0).sum(-1)

@@ -24,7 +24,7 @@
 # table of every check (§10).
 #
 # Every claim is followed by a cell that checks it on random data **with the same `mixlab.mixture`
-# functions the methods train with** (helpers of the figures: `mixlab/primer.py`). An identity prints
+# functions the methods train with** (helpers of the figures: `mixlab/workbook/primer.py`). An identity prints
 # its largest gap $|{\rm lhs}-{\rm rhs}|$; an inequality ${\rm lhs}\le{\rm rhs}$ prints its **slack**
 # $\min({\rm rhs}-{\rm lhs})$, negative when violated. A failed check stops the notebook. All checks are
 # written to `results_dir/em_elbo_primer/checks.json`.
@@ -69,7 +69,8 @@ import torch
 from matplotlib.patches import Ellipse
 from scipy.optimize import minimize_scalar
 
-from mixlab import io, paths, primer, viz
+from mixlab.utils import io, paths
+from mixlab.workbook import primer, viz
 from mixlab.data.synthetic import blobs2d
 from mixlab.mixture import (
     banerjee_kappa,
@@ -88,7 +89,7 @@ from mixlab.mixture import (
     vmf_mle,
     vmf_sample,
 )
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 

@@ -22,7 +22,7 @@
 # for the log does not), then is evaluated on every image. A method that finishes its planned
 # epochs first stops there; one that is slower gets fewer steps and its learning-rate schedule
 # is cut where the budget ends. Beside them: k-means on raw pixels, PCA + k-means and UMAP +
-# k-means on the same images (`mixlab.baselines`). ACC is Hungarian-matched (K ≠ 10 allowed);
+# k-means on the same images (`mixlab.workbook.baselines`). ACC is Hungarian-matched (K ≠ 10 allowed);
 # "final K" is the number of non-empty clusters.
 
 # %% tags=["parameters"]
@@ -36,18 +36,21 @@ baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
 # %%
 import matplotlib.pyplot as plt
 
-from mixlab import baselines as first_try
-from mixlab import config, experiments, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab import config, rundir
+from mixlab.workbook import experiments, grid, viz
+from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
 EXP = "leaderboard"
 NAMES = {"mice": "MiCE", "moco": "MoCo+skm", "siammm": "SiamMM", "nmm": "NMM", "tcc": "TCC"}
-rows = []
-for method in methods:
-    for seed in seeds:
-        rows.append(experiments.run(EXP, NAMES.get(method, method), method, profile=profile, seed=seed,
-                                    overrides=shared, runs_dir=runs_dir, results_dir=results_dir))
+
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, NAMES.get(method, method), method, seed, shared) for method in methods for seed in seeds]
+
+# %%
+rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 
 # %% [markdown]
 # ## The table
@@ -79,11 +82,11 @@ experiments.show_table(table, profile, METRICS, extra=("final K", "train s", "ep
 # training seconds spent so far; the dashed lines are the baselines on the same images.
 
 # %%
-logs = {r["name"]: viz.read_log(r["run_dir"]) for r in rows if r["seed"] == seeds[0]}
+first = [r for r in rows if r["seed"] == seeds[0]]
 fig, ax = plt.subplots(figsize=(7, 4))
-viz.training_curves(ax, logs, ["acc"], x="train_seconds")
+viz.training_curves(ax, first, ["acc"], x="train_seconds")
 for i, name in enumerate(baselines):
-    ax.axhline(table.loc[name, "acc_mean"], ls="--", lw=1, color=f"C{len(logs) + i}", label=name)
+    ax.axhline(table.loc[name, "acc_mean"], ls="--", lw=1, color=f"C{len(first) + i}", label=name)
 ax.set_xlabel("training seconds")
 ax.set_ylabel("ACC")
 ax.legend(fontsize=8)

@@ -49,8 +49,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mixlab import baselines as first_try
-from mixlab import claims, config, experiments, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab.workbook import claims, experiments, grid, viz
+from mixlab import config, rundir
+from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
@@ -64,12 +66,13 @@ OVERRIDES = {"train": {"snapshot_epochs": sorted({1, max(1, cfg.train.epochs // 
 # %% [markdown]
 # ## Train both methods over the seeds (Table 1 in miniature)
 
+# %% tags=["grid"]
+CHECK = "MiCE, cosine lr (check)"  # the budget-rule check below: MiCE again with a cosine lr
+GRID = [grid.Run(EXP, name, method, seed, OVERRIDES) for name, method in RUNS.items() for seed in seeds]
+GRID += [grid.Run(EXP, CHECK, "mice", seed, {"train": {"schedule": "cosine"}}) for seed in seeds if schedule_check]
+
 # %%
-rows = []
-for name, method in RUNS.items():
-    for seed in seeds:
-        rows.append(experiments.run(EXP, name, method, profile=profile, seed=seed, overrides=OVERRIDES,
-                                    runs_dir=runs_dir, results_dir=results_dir))
+rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)  # with the check's runs
 
 # %% [markdown]
 # ## A check of one budget rule: does compressing App. D's step schedule cost MiCE accuracy?
@@ -83,14 +86,6 @@ for name, method in RUNS.items():
 # reads the paired difference over seeds below. Whatever it finds, the profile keeps App. D's rule:
 # picking the schedule by this ACC would be picking it by the labels.
 
-# %%
-CHECK = "MiCE, cosine lr (check)"
-if schedule_check:
-    for seed in seeds:
-        rows.append(experiments.run(EXP, CHECK, "mice", profile=profile, seed=seed,
-                                    overrides={"train": {"schedule": "cosine"}},
-                                    runs_dir=runs_dir, results_dir=results_dir))
-
 # %% [markdown]
 # ## The table, beside the first-try baselines on the same images
 
@@ -103,7 +98,7 @@ experiments.write_table(table, results_dir, EXP, profile=profile,
                              f"{experiments.seeds_label(seeds)}.")
 experiments.show_table(table, profile)
 fig, ax = plt.subplots(figsize=(6, 3.4))
-viz.bar_with_errors(ax, table)
+viz.bars(ax, rows + first_try.rows(first_try.settings_of(cfg.train), seeds, runs_dir=runs_dir, names=baselines))
 ax.set_title(f"MiCE vs MoCo + spherical k-means ({experiments.seeds_label(seeds)})")
 viz.savefig(fig, "mice_vs_moco_bars", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
@@ -111,7 +106,7 @@ viz.savefig(fig, "mice_vs_moco_bars", figures_dir, experiment=EXP, profile=profi
 # ## The claim (MiCE Tab. 1): MiCE beats MoCo + spherical k-means
 #
 # Paired over seeds (seed s trains both methods): the paired t-test over seeds decides at
-# α = 0.05 (`mixlab.claims`); the verdicts go to `results/claims.md`, with the schedule check's.
+# α = 0.05 (`mixlab.workbook.claims`); the verdicts go to `results/claims.md`, with the schedule check's.
 
 # %%
 verdicts = [claims.judge_rows(claims.Claim("MiCE > MoCo + spherical k-means", "MiCE Tab. 1", a="MiCE",
@@ -134,9 +129,8 @@ experiments.show_markdown(claims.format_table(verdicts))
 # %%
 curves0 = {r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]}  # with the check's run
 runs0 = {name: curves0[name] for name in RUNS}  # the two methods, with their embedding snapshots
-logs = {name: viz.read_log(path) for name, path in curves0.items()}
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-viz.training_curves(axes, logs, ["loss", "acc", "nmi"])
+viz.training_curves(axes, rows, ["loss", "acc", "nmi"])  # mean over seeds, ± std band
 axes[0].set_ylabel("loss (MiCE: −ELBO, MoCo: −InfoNCE)")
 viz.savefig(fig, "mice_training_curves", figures_dir, experiment=EXP, profile=profile, runs=curves0)
 
@@ -148,8 +142,8 @@ viz.savefig(fig, "mice_training_curves", figures_dir, experiment=EXP, profile=pr
 
 # %%
 mice_run = runs0["MiCE"]
-epochs = viz.snapshot_epochs(mice_run)
-first, last = viz.load_snapshot(mice_run, epochs[0]), viz.load_snapshot(mice_run, epochs[-1])
+epochs = rundir.snapshot_epochs(mice_run)
+first, last = rundir.snapshot(mice_run, epochs[0]), rundir.snapshot(mice_run, epochs[-1])
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
 viz.posterior_hist(axes[0], first["posterior"], title=f"MiCE, epoch {epochs[0]}")
 viz.posterior_hist(axes[1], last["posterior"], title=f"MiCE, epoch {epochs[-1]}")
@@ -167,11 +161,11 @@ print(f"mean max-posterior: epoch {epochs[0]} {first['posterior'].max(1).mean():
 # cluster, then by the true class, which neither model ever sees.
 
 # %%
-epochs = viz.snapshot_epochs(runs0["MiCE"])
+epochs = rundir.snapshot_epochs(runs0["MiCE"])
 fig, axes = plt.subplots(2 * len(runs0), len(epochs), figsize=(4 * len(epochs), 7.5 * len(runs0)), squeeze=False)
 for row, (name, path) in enumerate(runs0.items()):
     for col, epoch in enumerate(epochs):
-        snap = viz.load_snapshot(path, epoch)
+        snap = rundir.snapshot(path, epoch)
         n = min(tsne_points, len(snap["labels"]))
         xy = viz.embed_2d(snap["embedding"][:n], embedding, seed=0)
         viz.scatter_2d(axes[2 * row, col], xy, snap["posterior"][:n].argmax(1), title=f"{name}, epoch {epoch}: clusters")

@@ -43,8 +43,10 @@ baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from mixlab import baselines as first_try
-from mixlab import claims, config, experiments, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab.workbook import claims, experiments, grid, viz
+from mixlab import config, rundir
+from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
@@ -61,17 +63,18 @@ ROWS = {  # name -> (method overrides, the paper's CIFAR-100 ACC in Table 3 / Ap
     "App. E: SGD on mu at epoch end": ({"mu_update": "sgd_end_of_epoch", "mu_sgd_max_passes": appendix_e_passes}, 42.3),
 }
 
-rows = []
-for name, (method_over, _) in ROWS.items():
-    for seed in (appendix_e_seeds if name.startswith("App. E") else seeds):
-        over = {"train": dict(base_overrides.get("train", {})),
-                "method": {**base_overrides.get("method", {}), **method_over}}
-        rows.append(experiments.run("mice_ablations", name, "mice", profile=profile, seed=seed, overrides=over,
-                                    runs_dir=runs_dir, results_dir=results_dir))
+# %% tags=["grid"]
+GRID = [grid.Run("mice_ablations", name, "mice", seed, {"train": dict(base_overrides.get("train", {})),
+                                                     "method": {**base_overrides.get("method", {}), **method_over}})
+        for name, (method_over, _) in ROWS.items()
+        for seed in (appendix_e_seeds if name.startswith("App. E") else seeds)]
+
+# %%
+rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 
 # %% [markdown]
 # ## The table and the claims
-# Each row is a claim against full MiCE, paired over the seeds both ran (`mixlab.claims`: the
+# Each row is a claim against full MiCE, paired over the seeds both ran (`mixlab.workbook.claims`: the
 # paired t-test over seeds decides at α = 0.05). The rule (`claims.versus_reference`), fixed before any run: where the
 # paper's row is at least 1 point below MiCE's (42.2) the claim is "the row lowers ACC"; where it
 # is within 1 point ((d) 42.0, App. E 42.3) the claim is "the row matches MiCE" (equivalence,
@@ -103,14 +106,10 @@ viz.savefig(fig, "mice_ablations_acc", figures_dir=figures_dir, profile=profile,
 
 # %% [markdown]
 # ## Training curves
-# The −ELBO and ACC per epoch of the first seed of each row: the rows that break the model (A5, no
-# Eq. 13) show it early.
+# The −ELBO and ACC per epoch of each row (mean over seeds, ± one std band): the rows that break
+# the model (A5, no Eq. 13) show it early.
 
 # %%
-first_runs = {}
-for r in rows:
-    first_runs.setdefault(r["name"], r["run_dir"])
-logs = {name: viz.read_log(run) for name, run in first_runs.items()}
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-viz.training_curves(axes, logs, ["loss", "acc"])
+viz.training_curves(axes, rows, ["loss", "acc"])  # mean over seeds, ± std band
 viz.savefig(fig, "mice_ablations_curves", figures_dir=figures_dir, profile=profile)

@@ -48,10 +48,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mixlab import baselines as first_try
-from mixlab import config, engine, experiments, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab import config, engine, rundir
+from mixlab.workbook import experiments, grid, viz
+from mixlab.utils import paths
 from mixlab.data import load
-from mixlab.evaluation import extract, load_run
+from mixlab.evaluation import extract
 from mixlab.methods.nmm import synthesize_cluster_input, topk_images
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
@@ -69,12 +71,14 @@ VARIANTS = {  # name -> method overrides
 # %% [markdown]
 # ## Train the three objectives (Table 3 in miniature)
 
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, name, "nmm", seed, {"method": method_over}) for name, method_over in VARIANTS.items()
+        for seed in seeds]
+GRID.append(grid.Run(EXP, "two-fold-unnormalized", "nmm", seeds[0],  # for Fig. 7 below
+                     {"method": {"objective": "twofold", "normalize": False}}))
+
 # %%
-rows = []
-for name, method_over in VARIANTS.items():
-    for seed in seeds:
-        rows.append(experiments.run(EXP, name, "nmm", profile=profile, seed=seed,
-                                    overrides={"method": method_over}, runs_dir=runs_dir, results_dir=results_dir))
+*rows, raw = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 table = experiments.summarize(rows)
 cfg0 = config.resolve("nmm", profile)
 table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=baselines)
@@ -88,13 +92,13 @@ experiments.show_table(table, profile)
 # ## Training curves (Fig. 6)
 #
 # Accuracy per epoch of the two-fold optimization vs consistency alone (the paper's "IIC in our
-# setting") and EM alone, seed 0, plus each stage's loss.
+# setting") and EM alone (mean over seeds, ± one std band), plus each stage's loss on seed 0.
 
 # %%
 runs0 = {r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]}
-logs = {name: viz.read_log(path) for name, path in runs0.items()}
+logs = {name: rundir.log(path) for name, path in runs0.items()}
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-viz.training_curves(axes[:2], logs, ["acc", "nmi"])
+viz.training_curves(axes[:2], rows, ["acc", "nmi"])  # mean over seeds, ± std band
 for name, rows_ in logs.items():
     for key in ("em/loss", "consistency/loss", "loss"):
         pts = [(r["epoch"], r[key]) for r in rows_ if key in r]
@@ -115,11 +119,8 @@ viz.savefig(fig, "nmm_training_curves", figures_dir, profile=profile, experiment
 # network actually uses.
 
 # %%
-raw = experiments.run(EXP, "two-fold-unnormalized", "nmm", profile=profile, seed=seeds[0],
-                      overrides={"method": {"objective": "twofold", "normalize": False}},
-                      runs_dir=runs_dir, results_dir=results_dir)
-trained = load_run(runs0["two-fold"], device=device)
-unnormalized = load_run(raw["run_dir"], device=device)
+trained = rundir.load(runs0["two-fold"], device=device)
+unnormalized = rundir.load(raw["run_dir"], device=device)
 random_cfg = config.resolve("nmm", profile, {"train": {"device": device, "seed": seeds[0]}})
 random_net = engine.build(random_cfg)
 random_net.method.eval()
@@ -171,11 +172,11 @@ viz.savefig(fig, "nmm_cluster_prototypes", figures_dir, profile=profile, experim
 # %% [markdown]
 # ## The claims (NMM Tab. 3): two-fold > EM-only > consistency-only
 #
-# Paired over seeds; the paired t-test over seeds decides at α = 0.05 (`mixlab.claims`); the
+# Paired over seeds; the paired t-test over seeds decides at α = 0.05 (`mixlab.workbook.claims`); the
 # verdicts go to `results/claims.md`.
 
 # %%
-from mixlab import claims
+from mixlab.workbook import claims
 
 verdicts = [claims.judge_rows(claims.Claim("two-fold > EM-only", "NMM Tab. 3", a="two-fold", b="em-only"), rows),
             claims.judge_rows(claims.Claim("EM-only > consistency-only", "NMM Tab. 3", a="em-only",

@@ -52,9 +52,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mixlab import experiments, io, paths, viz
+from mixlab.workbook import experiments, viz
+from mixlab.utils import io, paths
+from mixlab import rundir
 from mixlab.data import load
-from mixlab.evaluation import load_run
+from mixlab.workbook.grid import Run, submit  # not `from mixlab import grid`: `grid` is a parameter here
 from mixlab.methods.nmm import points_overrides
 from mixlab.mixture import nmm as M
 
@@ -63,6 +65,12 @@ runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<pr
 torch.set_num_threads(1)
 t0 = time.time()
 EXP = "nmm_2d"
+
+# %% tags=["grid"]
+LABELS = {(name, normalize): f"{name}-{'normalized' if normalize else 'unnormalized'}"
+          for name in datasets for normalize in (True, False)}
+GRID = [Run(EXP, label, "nmm", seed, points_overrides(name, normalize=normalize, epochs=epochs))
+        for (name, normalize), label in LABELS.items() for seed in seeds]
 
 # %% [markdown]
 # ## The two 2-D data sets (Fig. 4a)
@@ -79,16 +87,9 @@ viz.savefig(fig, "nmm_2d_data", figures_dir, profile=profile, experiment=EXP, da
 # ## Train: with and without the relevance normalization
 
 # %%
-rows, run_dirs = [], {}
-for name in datasets:
-    for normalize in (True, False):
-        label = f"{name}-{'normalized' if normalize else 'unnormalized'}"
-        for seed in seeds:
-            r = experiments.run(EXP, label, "nmm", profile=profile, seed=seed,
-                                overrides=points_overrides(name, normalize=normalize, epochs=epochs),
-                                runs_dir=runs_dir, results_dir=results_dir)
-            rows.append({**r, "clusters_used": r["n_nonempty"]})
-            run_dirs.setdefault((name, normalize), r["run_dir"])
+rows = [{**r, "clusters_used": r["n_nonempty"]}
+        for r in submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)]
+run_dirs = {key: next(r["run_dir"] for r in rows if r["name"] == label) for key, label in LABELS.items()}  # first seed
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "clusters_used", "max_cluster_frac"))
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note="NMM §8.1: MLP 2-32-32-10, Eq. 6, batch 128, gamma 5, Adam 1e-3. "
@@ -109,11 +110,11 @@ for name in datasets:
 # ## The claim (NMM §5, §8.1): the normalization prevents the collapse
 #
 # Per data set, normalized vs un-normalized, paired over seeds: more clusters used and a higher
-# ACC. The paired t-test over seeds decides at α = 0.05 (`mixlab.claims`); the verdicts go to
+# ACC. The paired t-test over seeds decides at α = 0.05 (`mixlab.workbook.claims`); the verdicts go to
 # `results/claims.md`.
 
 # %%
-from mixlab import claims
+from mixlab.workbook import claims
 
 verdicts = [claims.judge_rows(claims.Claim(f"normalized > un-normalized ({name})", "NMM §8.1, Fig. 5",
                                            a=f"{name}-normalized", b=f"{name}-unnormalized", metric=metric), rows)
@@ -125,7 +126,7 @@ experiments.show_markdown(claims.format_table(verdicts))
 # ## The clustered space (Fig. 4b)
 
 # %%
-models = {key: load_run(path) for key, path in run_dirs.items()}
+models = {key: rundir.load(path) for key, path in run_dirs.items()}
 fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 4.2 * len(datasets)), squeeze=False)
 for i, name in enumerate(datasets):
     pts = data[name].images

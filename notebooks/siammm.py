@@ -57,8 +57,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mixlab import baselines as first_try
-from mixlab import config, evaluation, experiments, io, metrics, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab import config, evaluation, metrics, rundir
+from mixlab.workbook import experiments, grid, viz
+from mixlab.utils import io, paths
 from mixlab.data import load as load_dataset
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
@@ -81,15 +83,18 @@ print(f"{cfg.train.dataset} subset={cfg.train.subset} backbone={cfg.train.backbo
 # scored on its test rows (`mixlab/evaluation.py`). Raw pixels are the reference a representation
 # has to beat.
 
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, "SiamMM", "siammm", seed) for seed in seeds]
+K0S = [k for k in merge_k0 if k != cfg.params.n_clusters]  # merging curves below; the profile's K0 is the runs above
+GRID += [grid.Run(EXP, f"SiamMM-K0={k0}", "siammm", seeds[0], {"method": {"n_clusters": k0}}) for k0 in K0S]
+
 # %%
+done = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 rows = []
-for seed in seeds:
-    r = experiments.run(EXP, "SiamMM", "siammm", profile=profile, seed=seed,
-                        runs_dir=runs_dir, results_dir=results_dir)
-    log = viz.read_log(r["run_dir"])
-    with np.load(f"{r['run_dir']}/predictions.npz") as p:
-        pred = p["posterior"].astype(np.float32).argmax(1)
-        labels = p["labels"]
+for r in done[:len(seeds)]:
+    log = rundir.log(r["run_dir"])
+    p = rundir.predictions(r["run_dir"])
+    pred, labels = p["posterior"].astype(np.float32).argmax(1), p["labels"]
     rep = evaluation.representation_eval(r["run_dir"], full_dataset=probe_full_dataset)
     rows.append({**r, "K_final": log[-1]["K"], "majority_acc": metrics.majority_acc(labels, pred), **rep})
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "majority_acc", "linear_probe_acc",
@@ -129,11 +134,9 @@ print("raw pixels:", {k: round(v, 4) for k, v in pixel_ref.items()})
 
 # %%
 curve_runs = {f"K0={cfg.params.n_clusters}, seed {r['seed']}": r["run_dir"] for r in rows}
-for k0 in (k for k in merge_k0 if k != cfg.params.n_clusters):  # the profile's K0 is the runs above
-    r = experiments.run(EXP, f"SiamMM-K0={k0}", "siammm", profile=profile, seed=seeds[0],
-                        overrides={"method": {"n_clusters": k0}}, runs_dir=runs_dir, results_dir=results_dir)
+for k0, r in zip(K0S, done[len(seeds):]):
     curve_runs[f"K0={k0}, seed {seeds[0]}"] = r["run_dir"]
-curves = {label: viz.read_log(path) for label, path in curve_runs.items()}
+curves = {label: rundir.log(path) for label, path in curve_runs.items()}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for label, log in curves.items():
     axes[0].plot([x["epoch"] for x in log], [x["K"] for x in log], marker=".", label=label)
@@ -157,9 +160,8 @@ viz.savefig(fig, "siammm_merging_curves", figures_dir, experiment=EXP, profile=p
 # (`kappa_normalize`) is kept only as a named ablation.
 
 # %%
-logs0 = {f"seed {r['seed']}": viz.read_log(r["run_dir"]) for r in rows}
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
-viz.training_curves(axes, logs0, ["loss_inst", "loss_cluster", "kappa_mean", "nmi"])
+viz.training_curves(axes, rows, ["loss_inst", "loss_cluster", "kappa_mean", "nmi"])
 viz.savefig(fig, "siammm_training_curves", figures_dir, experiment=EXP, profile=profile,
             runs=[r["run_dir"] for r in rows])
 
@@ -174,9 +176,8 @@ viz.savefig(fig, "siammm_training_curves", figures_dir, experiment=EXP, profile=
 run0 = rows[0]["run_dir"]
 state = torch.load(f"{run0}/checkpoint.pt", map_location="cpu", weights_only=True)["method"]
 kappa = state["kappa"].numpy()
-with np.load(f"{run0}/predictions.npz") as p:
-    pred = p["posterior"].astype(np.float32).argmax(1)
-    labels = p["labels"]
+p = rundir.predictions(run0)
+pred, labels = p["posterior"].astype(np.float32).argmax(1), p["labels"]
 train_data = load_dataset(cfg.train.dataset, subset=cfg.train.subset, seed=cfg.train.data_seed)
 K = len(kappa)
 sizes = np.bincount(pred, minlength=K)

@@ -51,8 +51,10 @@ import time
 
 import matplotlib.pyplot as plt
 
-from mixlab import baselines as first_try
-from mixlab import claims, config, evaluation, experiments, paths, viz
+from mixlab.workbook import baselines as first_try
+from mixlab.workbook import claims, experiments, grid, viz
+from mixlab import config, evaluation, rundir
+from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
@@ -81,16 +83,16 @@ cfg = config.resolve("siammm", profile, base_overrides)
 print(f"base: {cfg.train.dataset} subset={cfg.train.subset} epochs={cfg.train.epochs} K0={cfg.params.n_clusters} "
       f"zeta={cfg.params.zeta} H={cfg.params.n_nearest}")
 
-rows = []
-for name, (method_over, _) in ROWS.items():
-    for seed in seeds:
-        over = {"train": dict(base_overrides.get("train", {})),
-                "method": {**base_overrides.get("method", {}), **method_over}}
-        r = experiments.run(EXP, name, "siammm", profile=profile, seed=seed, overrides=over,
-                            runs_dir=runs_dir, results_dir=results_dir)
-        r["K_final"] = viz.read_log(r["run_dir"])[-1]["K"]
-        r.update(evaluation.representation_eval(r["run_dir"]))  # linear probe / k-NN (SiamMM's yardstick)
-        rows.append(r)
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, name, "siammm", seed, {"train": dict(base_overrides.get("train", {})),
+                                             "method": {**base_overrides.get("method", {}), **method_over}})
+        for name, (method_over, _) in ROWS.items() for seed in seeds]
+
+# %%
+rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
+for r in rows:
+    r["K_final"] = rundir.log(r["run_dir"])[-1]["K"]
+    r.update(evaluation.representation_eval(r["run_dir"]))  # linear probe / k-NN (SiamMM's yardstick)
 
 # %% [markdown]
 # ## The table
@@ -120,7 +122,7 @@ print(table[["K_final_mean", "linear_probe_acc_mean", "knn_acc_mean", "paper Ima
 
 # %%
 fig, ax = plt.subplots(figsize=(12, 3.8))
-viz.bar_with_errors(ax, table, metrics=("acc", "nmi", "ari"))
+viz.bars(ax, rows + first_try.rows(first_try.settings_of(cfg.train), seeds, runs_dir=runs_dir, names=baselines))
 ax.set_title(f"SiamMM ablations ({profile} profile, {experiments.seeds_label(seeds)})")
 ax.legend(fontsize=7, ncol=3)
 viz.savefig(fig, "siammm_ablations", figures_dir, experiment=EXP, profile=profile,
@@ -134,7 +136,7 @@ viz.savefig(fig, "siammm_ablations", figures_dir, experiment=EXP, profile=profil
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for name in ROWS:
     r = next(x for x in rows if x["name"] == name)
-    log = viz.read_log(r["run_dir"])
+    log = rundir.log(r["run_dir"])
     ax.plot([x["epoch"] for x in log], [x["K"] for x in log], marker=".", label=name)
 ax.set(xlabel="epoch", ylabel="K", title=f"seed {seeds[0]}")
 ax.legend(fontsize=7)
@@ -145,7 +147,7 @@ viz.savefig(fig, "siammm_ablations_k", figures_dir, experiment=EXP, profile=prof
 #
 # Soft assignment to H nearest centroids vs hard (H = 1), merging vs a fixed K, and the mixture vs
 # BYOL alone on the same budget. Paired over seeds; the paired t-test over seeds decides at
-# α = 0.05 (`mixlab.claims`); the verdicts go to `results/claims.md`.
+# α = 0.05 (`mixlab.workbook.claims`); the verdicts go to `results/claims.md`.
 
 # %%
 CLAIMS = [("SiamMM (soft, H nearest) > hard (H = 1)", "SiamMM Tab. 6", "H = 1 (hard)"),

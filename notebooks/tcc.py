@@ -67,8 +67,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mixlab import baselines as first_try
-from mixlab import config, experiments, io, metrics, paths, stats, viz
+from mixlab.workbook import baselines as first_try
+from mixlab import config, metrics, rundir
+from mixlab.workbook import experiments, grid, stats, viz
+from mixlab.utils import io, paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
@@ -87,16 +89,14 @@ K = cfg0.params.n_clusters
 # %% [markdown]
 # ## Train the four variants over the seeds
 
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, name, "tcc", seed, {"method": method_over, "train": {"snapshot_epochs": [-1]}})
+        for name, method_over in VARIANTS.items() for seed in seeds]
+
 # %%
-rows = []
-for name, method_over in VARIANTS.items():
-    for seed in seeds:
-        rows.append(experiments.run(EXP, name, "tcc", profile=profile, seed=seed,
-                                    overrides={"method": method_over, "train": {"snapshot_epochs": [-1]}},
-                                    runs_dir=runs_dir, results_dir=results_dir))
+rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 for r in rows:  # how much the posterior says, label-free (a flat one is a collapse, not a score)
-    with np.load(f"{r['run_dir']}/predictions.npz") as z:
-        r.update(metrics.assignment_confidence(z["posterior"].astype(np.float32)))
+    r.update(metrics.assignment_confidence(rundir.predictions(r["run_dir"])["posterior"].astype(np.float32)))
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "mean_max_q", "kl_to_uniform"))
 table["collapsed"] = [any(r["collapsed"] for r in rows if r["name"] == n) for n in table.index]
 table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=baselines)
@@ -109,7 +109,7 @@ experiments.write_table(table, results_dir, EXP, profile=profile,
 experiments.show_table(table, profile, extra=("collapsed",))
 print(table[["mean_max_q_mean", "kl_to_uniform_mean", "collapsed"]].round(3).to_string())
 fig, ax = plt.subplots(figsize=(7, 3.5))
-viz.bar_with_errors(ax, table)
+viz.bars(ax, rows + first_try.rows(first_try.settings_of(cfg0.train), seeds, runs_dir=runs_dir, names=baselines))
 ax.set_title(f"TCC variants, {experiments.seeds_label(seeds)}, profile {profile}")
 viz.savefig(fig, "tcc_variants", figures_dir, experiment=EXP, profile=profile, seeds=seeds)
 
@@ -124,7 +124,7 @@ viz.savefig(fig, "tcc_variants", figures_dir, experiment=EXP, profile=profile, s
 # the discordant counts are pooled over seeds, which is still an exact McNemar test under H0 (the
 # sum of independent Binomial(n_s, ½)). It conditions on the trained networks, so it speaks about
 # images, not about retraining; the paired t-test over seeds (on ACC, 2 degrees of freedom with 3
-# seeds) is printed beside it as the seed-level check. `mixlab.stats` holds both.
+# seeds) is printed beside it as the seed-level check. `mixlab.workbook.stats` holds both.
 
 # %%
 md, pvals = stats.pvalue_report(rows, "tcc", profile=profile)
@@ -144,7 +144,7 @@ experiments.show_markdown(md)
 first = {r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]}
 fig, axes = plt.subplots(2, len(VARIANTS), figsize=(4 * len(VARIANTS), 8))
 for j, (name, run) in enumerate(first.items()):
-    snap = viz.load_snapshot(run, viz.snapshot_epochs(run)[-1])
+    snap = rundir.snapshot(run, rundir.snapshot_epochs(run)[-1])
     pick = np.random.default_rng(0).permutation(len(snap["index"]))[:n_tsne]
     xy = viz.embed_2d(snap["embedding"][pick], "tsne", seed=0)
     pred = snap["posterior"][pick].argmax(1)
@@ -163,7 +163,7 @@ viz.savefig(fig, "tcc_tsne", figures_dir, experiment=EXP, profile=profile, seed=
 # %%
 logs = {r["name"]: [] for r in rows}
 for r in rows:
-    logs[r["name"]].append(viz.read_log(r["run_dir"]))
+    logs[r["name"]].append(rundir.log(r["run_dir"]))
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 for name, per_seed in logs.items():
     for ax, key in zip(axes, ("size_entropy", "train_max_cluster_frac", "loss")):
@@ -183,11 +183,11 @@ viz.savefig(fig, "tcc_cluster_balance", figures_dir, experiment=EXP, profile=pro
 # %% [markdown]
 # ## The claims (TCC supplement): both levels beat either alone; TCC's r_k beats CC's
 #
-# Paired over seeds; the paired t-test over seeds decides at α = 0.05 (`mixlab.claims`); the
+# Paired over seeds; the paired t-test over seeds decides at α = 0.05 (`mixlab.workbook.claims`); the
 # per-image McNemar tests above are shown beside it and do not decide.
 
 # %%
-from mixlab import claims
+from mixlab.workbook import claims
 
 verdicts = [claims.judge_rows(claims.Claim(f"TCC > {other}", "TCC supplement", a="tcc", b=other), rows)
             for other in ("no-cluster-loss", "no-instance-loss", "cc-style-rk")]

@@ -25,7 +25,7 @@
 # are merged by SiamMM's rule (Wang, Huang & Liang, arXiv 2024, Eq. 11): clusters i, j merge when
 # their standardised centroid distance (Z_ij − E Z) / SE Z is below ζ. SiamMM merges during
 # training, once per epoch; for the other methods the same rule runs after training on the learned
-# embeddings (`mixlab/choose_k.py`). K0 and ζ are SiamMM's own values for the profile.
+# embeddings (`mixlab/workbook/choose_k.py`). K0 and ζ are SiamMM's own values for the profile.
 #
 # With `images = None` the notebook writes and clusters a generated example folder (`example`:
 # drawn shapes, or a Fashion-MNIST subset as PNG files) under `runs_dir`; your own folder is the
@@ -55,9 +55,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mixlab import assignments, choose_k, experiments, io, metrics, paths, viz
+from mixlab.workbook import choose_k, grid, viz
+from mixlab import evaluation, metrics, rundir
+from mixlab.utils import io, paths
 from mixlab.data import example_images
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 
@@ -79,13 +81,15 @@ print(f"method={method} profile={profile} K={'K0 ' if n_clusters is None else ''
 # ## Train
 # A finished run with the same settings is reused (set `retrain = True` after changing the folder).
 
+# %% tags=["grid"]
+GRID = [grid.Run(EXP, method, method, seed, overrides)]
+
 # %%
-run = experiments.run(EXP, method, method, profile=profile, seed=seed, overrides=overrides, runs_dir=runs_dir,
-                      results_dir=results_dir, force=retrain)
-cfg, spec, augmenter, model = assignments.load_trained(run["run_dir"])
-data = assignments.load_matching(cfg.train.dataset, cfg, spec)
-posterior = assignments.apply(cfg, augmenter, model, data.images, "predict")
-embedding = assignments.apply(cfg, augmenter, model, data.images, "embed")
+run, = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir, force=retrain)
+cfg, spec, augmenter, model = rundir.load(run["run_dir"])
+data = evaluation.load_matching(cfg.train.dataset, cfg, spec)
+posterior = evaluation.apply(cfg, augmenter, model, data.images, "predict")
+embedding = evaluation.apply(cfg, augmenter, model, data.images, "embed")
 print(f"{len(data)} images, {spec['channels']} channel(s) at {spec['stored_size']} px, "
       f"{'labelled by subfolder' if data.labels is not None else 'unlabeled'}")
 
@@ -95,7 +99,7 @@ print(f"{len(data)} images, {spec['channels']} channel(s) at {spec['stored_size'
 # %%
 k_rule = choose_k.settings(profile)
 if n_clusters is None and method == "siammm":
-    trajectory = choose_k.siammm_trajectory(viz.read_log(run["run_dir"]), k_rule["k0"])
+    trajectory = choose_k.siammm_trajectory(rundir.log(run["run_dir"]), k_rule["k0"])
     how = "SiamMM, Eq. 11 after every epoch"
 elif n_clusters is None:
     old_to_new, merged = choose_k.merge_on_embeddings(embedding, posterior.argmax(1), k_rule["zeta"],
@@ -151,7 +155,7 @@ viz.savefig(fig, f"{EXP}_{method}_map", figures_dir, profile=profile, images=ima
 
 # %%
 out = Path(results_dir) / EXP
-csv = assignments.write_csv(out / f"{method}_assignments.csv", assignments.ids_of(data), cluster=cluster,
+csv = rundir.write_assignments(out / f"{method}_assignments.csv", rundir.ids_of(data), cluster=cluster,
                             probability=prob)
 summary = {"images": images, "method": method, "n_images": len(data), "K": int((sizes > 0).sum()),
            "k_trajectory": trajectory, "cluster_sizes": sizes.tolist(),

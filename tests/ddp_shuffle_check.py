@@ -6,7 +6,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from mixlab import distributed as dist
+from mixlab.utils import distributed as dist
 from mixlab.methods.momentum import shuffled_forward
 
 tdist.init_process_group("gloo")

@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixlab import baselines, config, experiments
+from mixlab.workbook import baselines, experiments
+from mixlab import config
 
 DIGITS = baselines.Settings("digits", subset=600, data_seed=0)
 FAST = baselines.NAMES[:2]
@@ -78,7 +79,7 @@ def test_side_by_side_callers_split_the_baselines_instead_of_each_computing_all(
     import time
     from dataclasses import asdict
 
-    from mixlab import cache, io
+    from mixlab.utils import cache, io
 
     computed = []
 

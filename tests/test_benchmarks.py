@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mixlab import precision
+from mixlab.utils import precision
 
 
 def _script(repo, name):

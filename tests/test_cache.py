@@ -1,7 +1,7 @@
 """The one reuse rule: same key stored beside the result, and the result's files exist."""
 import json
 
-from mixlab import cache
+from mixlab.utils import cache
 
 
 def test_a_result_is_current_only_with_its_key_and_outputs(tmp_path):
@@ -18,7 +18,8 @@ def test_a_result_is_current_only_with_its_key_and_outputs(tmp_path):
 
 
 def test_experiments_reuse_a_finished_run_of_the_same_config(tmp_path, monkeypatch):
-    from mixlab import engine, experiments
+    from mixlab import engine
+    from mixlab.workbook import experiments
 
     trained, real_train = [], engine.train
 

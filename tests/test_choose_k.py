@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mixlab import choose_k
+from mixlab.workbook import choose_k
 
 
 def split_groups(seed=0, groups=4, splits=3, per=30, d=8):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mixlab import claims
+from mixlab.workbook import claims
 
 CLAIM = claims.Claim("A > B", "Paper Tab. 1", a="A", b="B")
 
@@ -37,7 +37,7 @@ def test_one_seed_is_undecided_and_a_constant_difference_decides():
     assert claims.judge(CLAIM, [1, 1, 1], [10, 10, 10]).verdict == "reversed"
     assert claims.judge(CLAIM, [5, 5], [5, 5]).verdict == "undecided"
     used = claims.Claim("A uses more clusters", "Paper §8", a="A", b="B", metric="clusters_used")
-    assert "| CLUSTERS_USED | +9.00 ± 0.00 | 3 | 0 (no spread) |" in claims.format_table(
+    assert "| CLUSTERS_USED | +9.00 ± 0.00 | 3 | 0.00 | 0 (no spread) |" in claims.format_table(
         [claims.judge(used, [10] * 3, [1] * 3)])
     assert "| 0 (no spread) |" not in claims.format_table([claims.judge(used, [10, 11, 9], [1, 1, 1])])
 
@@ -105,3 +105,21 @@ def test_ablations_are_judged_against_the_reference_by_the_paper_gap():
     assert column == ["reference", f"held ({100 * verdicts['worse'].effect_mean:+.1f})", "–"]
     with pytest.raises(ValueError, match="reference row 'ref' needs a paper value"):
         claims.versus_reference(rows, "ref", {**paper, "ref": None}, source="Paper Tab. 3")
+
+
+def test_minimum_detectable_effect_is_where_the_paired_t_test_has_80_percent_power():
+    """At MDE the noncentral t (noncentrality MDE / (spread / sqrt(n))) exceeds the two-sided
+    critical value with probability 0.8; fewer seeds or more spread make it larger."""
+    from scipy import stats as sps
+
+    from mixlab.workbook.claims import minimum_detectable_effect
+
+    for n, spread in ((3, 0.05), (5, 0.05), (10, 0.02)):
+        mde = minimum_detectable_effect(n, spread)
+        crit = sps.t.ppf(0.975, n - 1)
+        nc = mde / (spread / n ** 0.5)
+        power = sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc)
+        assert abs(power - 0.8) < 1e-3
+    assert minimum_detectable_effect(3, 0.05) > minimum_detectable_effect(5, 0.05) > minimum_detectable_effect(10, 0.05)
+    assert minimum_detectable_effect(5, 0.08) > minimum_detectable_effect(5, 0.04)
+    assert minimum_detectable_effect(1, 0.05) != minimum_detectable_effect(1, 0.05)  # NaN: one seed

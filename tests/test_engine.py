@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from mixlab import engine, precision
+from mixlab import engine, rundir
+from mixlab.utils import precision
 from mixlab.__main__ import main
 from mixlab.config import resolve
 
@@ -64,7 +65,7 @@ def test_a_loss_without_gradient_is_a_clear_error(tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     engine.train(_cfg(), tmp_path / "r")
     (tmp_path / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(engine.CheckpointError, match="unreadable.*delete it"):
+    with pytest.raises(rundir.CheckpointError, match="unreadable.*delete it"):
         engine.train(_cfg(), tmp_path / "r", resume=True)
 
 
@@ -146,7 +147,7 @@ def test_unreadable_checkpoint_says_what_is_wrong_in_plain_words(tmp_path, conte
         torch.save(content, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(engine.CheckpointError) as err:
+    with pytest.raises(rundir.CheckpointError) as err:
         engine.train(_cfg(), tmp_path / "r", resume=True)
     message = str(err.value)
     assert reason in message and "delete it" in message and "\n" not in message and "weights_only" not in message

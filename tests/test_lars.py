@@ -1,7 +1,7 @@
 """LARS: layer-wise trust ratio on weight matrices, plain momentum SGD on biases."""
 import torch
 
-from mixlab.lars import LARS
+from mixlab.nets.lars import LARS
 
 
 def test_first_step_of_a_weight_matrix_has_norm_lr_times_trust_times_weight_norm():

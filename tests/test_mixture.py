@@ -415,3 +415,99 @@ def test_info_nce_with_a_queue_or_the_batch_is_cross_entropy_on_the_positive():
     torch.testing.assert_close(info_nce(q, k, queue[:0], 0.2), in_batch)           # an empty queue: the batch
     torch.testing.assert_close(info_nce(3 * q, 2 * k, 5 * queue, 0.2), info_nce(q, k, queue, 0.2))  # normalized here
     assert not torch.allclose(info_nce(3 * q, 2 * k, queue, 0.2, normalize=False), info_nce(q, k, queue, 0.2))
+
+
+# --------------------------------------------------------------------------------------
+# Memory: chunked sufficient statistics and blocked pair distances equal the dense computation
+# (SiamMM with K0 in the thousands on N = 70,000 must not hold [N, K] or [K^2, d] arrays)
+# --------------------------------------------------------------------------------------
+def _clustered_sphere(N=2000, K=300, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = F.normalize(torch.randn(K, d, generator=g, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, K, (N,), generator=g)
+    x = F.normalize(centers[labels] + 0.3 * torch.randn(N, d, generator=g, dtype=torch.float64), dim=1)
+    return x, labels
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 256, 5000])
+def test_sparse_and_hard_resultants_equal_the_dense_weight_matrix(chunk):
+    N, K, H = 2000, 300, 5
+    x, labels = _clustered_sphere(N, K)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.stack([torch.randperm(K, generator=g)[:H] for _ in range(N)])  # distinct per row
+    w = torch.softmax(torch.randn(N, H, generator=g, dtype=torch.float64) * 3, dim=1)
+    dense = torch.zeros(N, K, dtype=torch.float64).scatter_(1, idx, w)         # the [N, K] reference
+    onehot = F.one_hot(labels, K).double()
+    for got, ref in (
+        (vmf_mle(x, w, index=idx, K=K, chunk_size=chunk), vmf_mle(x, dense)),
+        (vmf_mle(x, labels=labels, K=K), vmf_mle(x, onehot)),
+    ):
+        torch.testing.assert_close(got[0], ref[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got[1], ref[1], rtol=1e-9, atol=1e-9)
+    for kwargs, ref_w in (({"weights": w, "index": idx, "chunk_size": chunk}, dense), ({"labels": labels}, onehot)):
+        got = pca_kappa(x, K=K, n_components=6, **kwargs)
+        torch.testing.assert_close(got, pca_kappa(x, ref_w, n_components=6), rtol=1e-9, atol=1e-9)
+    # an empty component (no weight anywhere) gets mu = 0 and kappa = 0, as with the dense matrix
+    mu, kappa = vmf_mle(x, w, index=idx.clamp(max=K - 2), K=K, chunk_size=chunk)
+    assert float(mu[K - 1].abs().sum()) == 0.0 and float(kappa[K - 1]) == 0.0
+    with pytest.raises(ValueError, match="index"):
+        vmf_mle(x, w, index=idx[:, :2], K=K)
+
+
+def _dense_pairs(C):
+    """The O(K^2 d) reference: every pair's distance by einsum over gathered rows."""
+    mu = C / np.linalg.norm(C, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(mu), k=1)
+    return i, j, np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[i], mu[j]), 0.0, None))
+
+
+@pytest.mark.parametrize("block", [64, 4096, 1 << 20])
+def test_blocked_pair_distances_and_merging_equal_the_dense_computation(monkeypatch, block):
+    from mixlab.mixture import merge
+
+    monkeypatch.setattr(merge, "_BLOCK_ELEMENTS", block)  # 64: ~hundreds of blocks of < 1 row each
+    rng = np.random.default_rng(0)
+    C = rng.standard_normal((300, 16))
+    C[:100] += 3 * rng.standard_normal(16)                 # a crowded region: uneven distances
+    i, j, dist = _dense_pairs(C)
+    gi, gj, gz, gd = merge.pairwise_zscores(C)
+    np.testing.assert_array_equal(gi, i)
+    np.testing.assert_array_equal(gj, j)
+    np.testing.assert_allclose(gd, dist, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gz, (dist - dist.mean()) / dist.std(), rtol=0, atol=1e-9)
+    assert merge.distance_threshold(C, -1.2) == pytest.approx(dist.mean() - 1.2 * dist.std(), abs=1e-12)
+    # merging: the same pairs pass, so the same mapping and centroids as Eq. 11 on the dense array
+    thr = dist.mean() - 1.2 * dist.std()
+    keep = dist < thr
+    parent, used = np.arange(len(C)), np.zeros(len(C), bool)
+    for p in np.argsort(dist[keep], kind="stable"):
+        a, b = i[keep][p], j[keep][p]
+        if not used[a] and not used[b]:
+            used[a] = used[b] = True
+            parent[b] = a
+    _, first, inv = np.unique(parent, return_index=True, return_inverse=True)
+    ref = np.argsort(np.argsort(first))[inv]
+    sizes = rng.random(len(C))
+    new, old_to_new = merge.merge_clusters(C, -1.2, sizes=sizes)
+    np.testing.assert_array_equal(old_to_new, ref)
+    assert len(new) == len(C) - used.sum() // 2 < len(C)
+    np.testing.assert_array_equal(merge.merge_clusters(C, -1.2, sizes=sizes, mode="components")[1],
+                                  merge.merge_clusters(C, -1.2, sizes=sizes, mode="components", max_dense=10**6)[1])
+
+
+def test_merging_holds_no_pairs_by_dimension_array():
+    """K = 1500 centroids in d = 128: the dense pairs x dimension arrays of the old code took
+    2 x K^2/2 x d x 8 bytes = 2.1 GiB; the blocked computation stays below 64 MiB of numpy memory."""
+    import tracemalloc
+
+    from mixlab.mixture import merge
+
+    C = np.random.default_rng(0).standard_normal((1500, 128))
+    tracemalloc.start()
+    try:
+        merge.distance_threshold(C, -1.2)
+        merge.merge_clusters(C, -1.2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"

@@ -7,8 +7,8 @@ import subprocess
 import jupytext
 import pytest
 
-from mixlab import notebook_files, pipeline
-from mixlab.provenance import REPO
+from mixlab.workbook import notebook_files, pipeline
+from mixlab.utils.provenance import REPO
 
 pytestmark = pytest.mark.slow  # notebooks run end to end: `pytest -m "not slow"` skips them
 

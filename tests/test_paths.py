@@ -1,6 +1,6 @@
 """Relative defaults mean the same folders from any working directory (JupyterLab's kernel runs in
 notebooks/): the workbook root, $MIXLAB_ROOT or the repository."""
-from mixlab import io, paths
+from mixlab.utils import io, paths
 from mixlab.data import bottleneck
 from mixlab.data.datasets import DATASETS
 

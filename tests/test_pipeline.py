@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mixlab import pipeline
+from mixlab.workbook import pipeline
 from mixlab.config import ConfigError
 
 NOTEBOOK = '''# %% tags=["parameters"]
@@ -17,13 +17,13 @@ fail = False
 
 # %%
 import json, pathlib
-from mixlab import paths
+from mixlab.utils import paths
 results_dir = paths.outputs(profile, publish).results_dir
 assert not fail, "asked to fail"
 out = paths.resolve(results_dir) / "{name}"
 out.mkdir(parents=True, exist_ok=True)
 (out / "table.csv").write_text("name,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,seeds,wall_time_s\\nx,0.5,0.0,0.4,0.0,0.3,0.0,1,1.0\\n")
-from mixlab import claims
+from mixlab.workbook import claims
 v = claims.judge(claims.Claim("{name} > other", "Paper Tab. 1", a="{name}", b="other"), [0.6, 0.7, 0.65], [0.5, 0.58, 0.56])
 claims.write(results_dir, "{name}", [v], profile=profile)
 '''

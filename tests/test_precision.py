@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from mixlab import engine, precision
+from mixlab import engine
+from mixlab.utils import precision
 from mixlab.config import resolve
 
 CPU = torch.device("cpu")

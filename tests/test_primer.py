@@ -1,4 +1,4 @@
-"""The teaching notebook's helpers (mixlab/primer.py): certificates that fail when they should and
+"""The teaching notebook's helpers (mixlab/workbook/primer.py): certificates that fail when they should and
 report slack, EM traces, the Banerjee error curve, and the KL-to-uniform decomposition."""
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab import primer
+from mixlab.workbook import primer
 from mixlab.mixture import banerjee_kappa, gmm, vmf_mean_resultant_length
 
 

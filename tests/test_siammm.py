@@ -339,6 +339,11 @@ def test_smoke_run_logs_k_and_resumes_after_merging(tmp_path):
     assert ks[0] == cfg.params.n_clusters and ks[-1] < ks[0]           # merged after epoch 2
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert "loss_cluster" in rows[1] and "loss_cluster" not in rows[0]
+    # label-free diagnostics every epoch: the effective dimension and (K <= 64) the cluster sizes
+    for r in rows:
+        assert 1.0 <= r["effective_dim"] <= cfg.params.proj_dim
+        assert r["em_cluster_sizes"] == sorted(r["em_cluster_sizes"], reverse=True)
+        assert len(r["em_cluster_sizes"]) == r["K"] and sum(r["em_cluster_sizes"]) == cfg.train.subset
 
     steps = (cfg.train.subset // cfg.train.batch_size)
 
@@ -378,3 +383,144 @@ def test_vmf_mixture_em_step_is_a_pure_function_dropping_empty_components():
     assert capped.max() == 3.0 and fit["kappa"].min() > 3.0
     assert torch.equal(vmf_mixture_em_step(z, centroids, kappa_mode="constant", kappa_const=7.0)["kappa"],
                        torch.full((2,), 7.0))
+
+
+# ---- memory: E/M steps in O(N d + K d), a K0 that cannot fit fails before training ----------------
+def _dense_em_step(z, centroids, n_nearest, mstep, alpha_mode, tau, kappa_mode, pca_dim):
+    """The E/M step as it was, with an [N, K] responsibility matrix: the reference for the chunked one."""
+    from mixlab.mixture.kmeans import assign_nearest
+    from mixlab.mixture.vmf import pca_kappa, vmf_mle
+
+    centroids = F.normalize(centroids.float(), dim=1)
+    counts = torch.bincount(assign_nearest(z, centroids, 1)[1][:, 0], minlength=len(centroids))
+    centroids = centroids[counts > 0]
+    K = len(centroids)
+    sims, idx = assign_nearest(z, centroids, min(n_nearest, K))
+    if mstep == "soft":
+        log_alpha = torch.zeros_like(sims)
+        if alpha_mode == "size":
+            log_alpha = (torch.bincount(idx[:, 0], minlength=K).double() / len(z)).log()[idx].float()
+        pi = torch.softmax(log_alpha + sims / tau, dim=1)
+        weights = torch.zeros(len(z), K, dtype=torch.float64).scatter_(1, idx, pi.double())
+    else:
+        weights = F.one_hot(idx[:, 0], K).double()
+    mu, kappa = vmf_mle(z.double(), weights)
+    if kappa_mode == "pca":
+        kappa = pca_kappa(z.double(), weights, n_components=pca_dim)
+    mass = weights.sum(0)
+    return {"mu": F.normalize(mu.float(), dim=1), "kappa": kappa.float(),
+            "log_frac": (mass / mass.sum()).clamp_min(1e-12).log().float(), "assign": idx}
+
+
+@pytest.mark.parametrize("mstep,alpha_mode,kappa_mode", [("hard", "uniform", "pca"), ("soft", "uniform", "pca"),
+                                                         ("soft", "size", "mle")])
+def test_chunked_em_step_equals_the_dense_computation(mstep, alpha_mode, kappa_mode):
+    from mixlab.mixture.siammm import vmf_mixture_em_step
+
+    N, K, d = 2000, 300, 16
+    g = torch.Generator().manual_seed(0)
+    centers = F.normalize(torch.randn(40, d, generator=g), dim=1)
+    z = F.normalize(centers[torch.randint(0, 40, (N,), generator=g)] + 0.4 * torch.randn(N, d, generator=g), dim=1)
+    centroids = torch.cat([z[:K - 20], z[:20]])  # 20 duplicated centroids: one of each pair is empty, dropped
+    kw = dict(n_nearest=5, mstep=mstep, alpha_mode=alpha_mode, tau=0.1, kappa_mode=kappa_mode, pca_dim=8)
+    ref = _dense_em_step(z, centroids, **kw)
+    assert len(ref["mu"]) == K - 20
+    for chunk in (1, 13, 512, 10**6):
+        got = vmf_mixture_em_step(z, centroids, chunk_size=chunk, **kw)
+        assert torch.equal(got["assign"], ref["assign"])
+        torch.testing.assert_close(got["mu"], ref["mu"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got["kappa"], ref["kappa"], rtol=1e-5, atol=0)
+        torch.testing.assert_close(got["log_frac"], ref["log_frac"], rtol=0, atol=1e-5)
+
+
+def test_em_step_memory_does_not_grow_with_n_times_k():
+    """N = 40,000, K = 2,000: an [N, K] float64 responsibility matrix is 610 MiB (the old code built
+    one for each of mu and kappa); the chunked step's peak RSS grows by a few MiB (measured in a
+    fresh process: ru_maxrss only rises)."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, torch, torch.nn.functional as F
+torch.set_num_threads(1)
+from mixlab.mixture.siammm import vmf_mixture_em_step
+g = torch.Generator().manual_seed(0)
+z = F.normalize(torch.randn(40000, 16, generator=g), dim=1)
+c = z[:2000].clone()
+vmf_mixture_em_step(z[:500], c[:50], mstep="soft", pca_dim=8)  # warm-up: imports, faiss, allocator
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for mstep in ("hard", "soft"):
+    vmf_mixture_em_step(z, c, mstep=mstep, pca_dim=8)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grew = int(out.stdout.split()[-1])
+    assert grew < 150 * 2**20, f"peak RSS grew by {grew / 2**20:.0f} MiB"
+
+
+def test_a_k0_that_cannot_fit_fails_before_training_naming_the_memory(monkeypatch):
+    need = siammm_mod.mixture_memory_bytes
+    n, d = 70_000, 128
+    # the parts that stay O(N K) / O(K^2): 10 bytes x N x K of evaluation posteriors, 12 K^2 of merge pairs
+    assert need(n, d, 5000) - need(n, d, 4999) == pytest.approx(10 * n + 12 * 2 * 4999, rel=0.01)
+    assert need(n, d, 5000) < 5 * 2**30 < need(n, d, 70_000)       # fits the 24 GiB machine; K0 = N does not
+    assert need(n, d, 10**6) == need(n, d, n)                       # K0 is capped at N
+    siammm_mod.check_mixture_memory(n, d, 5000, available=24 * 2**30)  # silent when it fits
+    with pytest.raises(ConfigError) as err:
+        siammm_mod.check_mixture_memory(n, d, 5000, available=2 * 2**30)
+    msg = str(err.value)
+    assert "\n" not in msg and "method.n_clusters=5000" in msg and "GiB" in msg and "MemAvailable" in msg
+    assert f"{need(n, d, 5000) / 2**30:.1f} GiB" in msg and "2.0 GiB is available" in msg
+    k_fit = int(msg.split("at most ")[1].split()[0])
+    assert need(n, d, k_fit) <= 2 * 2**30 < need(n, d, k_fit + 1)
+    # the method checks before its networks are built (i.e. before any training)
+    monkeypatch.setattr(siammm_mod, "available_memory_bytes", lambda: 2 * 2**30)
+    with pytest.raises(ConfigError, match="needs about"):
+        _method(n, 16, n_clusters=40_000)
+    assert _method(n, 16, n_clusters=100).n_clusters == 100
+    monkeypatch.setattr(siammm_mod, "available_memory_bytes", lambda: None)  # unknown: no check
+    _method(n, 16, n_clusters=40_000)
+
+
+def test_epoch_log_has_effective_dimension_and_cluster_sizes_without_touching_training():
+    from mixlab.metrics import participation_ratio
+
+    d = 16
+    z, _ = _blobs(np.eye(d)[:4], [50.0, 50.0, 50.0, 400.0], 100)
+    m = _method(len(z), d, merge=False, n_nearest=2)
+    m.start_epoch(1)
+    logs = m.end_epoch(_ctx(z, 1))
+    assert logs["effective_dim"] == pytest.approx(participation_ratio(z))
+    assert 2.0 < logs["effective_dim"] < d
+    assert logs["em_cluster_sizes"] == sorted(torch.bincount(m.assign[:, 0]).tolist(), reverse=True)
+    assert sum(logs["em_cluster_sizes"]) == len(z) and logs["K"] == len(logs["em_cluster_sizes"])
+    assert logs["em_max_cluster_frac"] == pytest.approx(logs["em_cluster_sizes"][0] / len(z))
+    # reading the diagnostics consumes no random numbers and changes no buffer
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert m._stats() == {k: v for k, v in logs.items() if k in m._stats()}
+    participation_ratio(z)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0, equal_nan=True)
+    # above 64 clusters the size list is left out of the log (a row per epoch stays short)
+    big = _method(len(z), d, merge=False, n_nearest=1)
+    big._estep_mstep(z, z[:80])
+    assert "em_cluster_sizes" not in big._stats() and big._stats()["K"] > 64
+
+
+def test_participation_ratio_on_known_spectra():
+    from mixlab.metrics import participation_ratio
+
+    e = np.eye(5)
+    # +-s_k e_k for k = 1..3: zero mean, covariance diag(s_k^2 / 3): PR = (sum s^2)^2 / sum s^4
+    s = np.array([1.0, 1.0, np.sqrt(2.0)])
+    x = np.concatenate([s[:, None] * e[:3], -s[:, None] * e[:3]])
+    assert participation_ratio(x) == pytest.approx(16 / 6, abs=1e-12)
+    iso = np.concatenate([e, -e])                                   # isotropic in 5 dims
+    assert participation_ratio(iso) == pytest.approx(5.0, abs=1e-12)
+    assert participation_ratio(torch.as_tensor(iso + 7.0)) == pytest.approx(5.0, abs=1e-9)  # centred
+    line = np.outer(np.linspace(-1, 1, 50), np.ones(5))             # all variance along one direction
+    assert participation_ratio(line) == pytest.approx(1.0, abs=1e-12)
+    assert math.isnan(participation_ratio(np.ones((4, 3))))

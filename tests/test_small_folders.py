@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from fixtures import gray_folder
-from mixlab import engine, io
+from mixlab import engine
+from mixlab.utils import io
 from mixlab.config import resolve
 from test_folder import cache, one_line_error, run_cli  # noqa: F401  (cache: autouse fixture, MIXLAB_CACHE)
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixlab import engine, stats
+from mixlab import engine
+from mixlab.workbook import stats
 from mixlab.config import ConfigError, resolve
-from mixlab.methods.base import DataSpec
+from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.tcc import TCC
 from mixlab.metrics import assignment_confidence, cluster_acc
 from mixlab.mixture.contrastive import info_nce
@@ -303,6 +304,12 @@ def test_smoke_run_on_blobs_lowers_loss_without_collapse(tmp_path):
     assert result["n_nonempty"] >= 6 and result["max_cluster_frac"] < 0.4
     assert rows[-1]["size_entropy"] > 0.7 * rows[-1]["size_entropy_max"]
     assert result["acc"] > 0.3  # 10 blobs: chance is 0.1
+    K = cfg.params.n_clusters
+    for r in rows:  # label-free diagnostics every epoch; the flag is their stated rule
+        assert 0.0 <= r["train_q_entropy"] <= math.log(K) and 1.0 / K <= r["train_q_max"] <= 1.0
+        assert 0.0 <= r["train_q_max_below_half"] <= 1.0 and r["dup_prototype_pairs"] >= 0
+        flat = math.log(K) - r["train_q_entropy"] < 0.01 * math.log(K)
+        assert r["collapsed"] == (r["dup_prototype_pairs"] > 0 or flat)
 
     # a run killed mid-epoch 3 resumes from its epoch-2 checkpoint (queue, pointer, teacher) identically
     class Killed(Exception):
@@ -357,3 +364,73 @@ def test_pvalue_report_reads_the_runs_predictions(tmp_path):
     assert "- tcc vs worse: McNemar b=" in md and "paired t on ACC: mean diff +" in md
     with pytest.raises(ValueError, match="reference 'moco' has no runs"):
         stats.pvalue_report(rows, "moco", profile="smoke")
+
+
+# ---- label-free diagnostics: duplicate prototypes, H(q|x), mean max q, `collapsed` -----------------
+def test_duplicate_pairs_and_posterior_entropy_on_known_inputs():
+    from mixlab.metrics import duplicate_pairs, posterior_entropy
+
+    e = np.eye(4)
+    protos = np.stack([e[0], 3 * e[0], e[1], e[1] + 0.1 * e[2], e[2], -e[0]])
+    # cos: (0, 1) = 1; (2, 3) = 1/sqrt(1.01) = 0.995; (3, 4) = 0.0995; (0, 5) = -1
+    assert duplicate_pairs(protos) == 2
+    assert duplicate_pairs(protos, threshold=0.999) == 1
+    assert duplicate_pairs(torch.as_tensor(protos), threshold=-1.5) == 15  # all 6 * 5 / 2 pairs
+    assert duplicate_pairs(np.eye(10)) == 0
+    q = np.array([[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    ent = posterior_entropy(q)
+    np.testing.assert_allclose(ent, [math.log(4), 0.0, math.log(2)], atol=1e-12)   # 0 log 0 = 0, no nan
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(posterior_entropy(np.log(q), log=True), ent, atol=1e-12)
+    t = posterior_entropy(torch.log(torch.as_tensor(q, dtype=torch.float32)), log=True)
+    assert isinstance(t, torch.Tensor) and t.shape == (3,)
+    torch.testing.assert_close(t, torch.as_tensor(ent, dtype=torch.float32))
+
+
+def _epoch(m, x, steps=2):
+    m.start_epoch(1)
+    for _ in range(steps):
+        m.training_step([x, x], torch.arange(len(x)), "main")
+    ctx = EpochContext(epoch=1, map_dataset=None, all_reduce=lambda t: t, log=lambda s: None)
+    return m.end_epoch(ctx)
+
+
+def test_epoch_log_flags_duplicate_prototypes_and_flat_posteriors():
+    K = 10
+    torch.manual_seed(0)
+    x = torch.randn(64, 2) * 5
+    # identical prototypes: every q(k|x) is exactly uniform and all K(K-1)/2 pairs are duplicates
+    m = TCC(resolve("tcc", "smoke").params, _spec())
+    with torch.no_grad():
+        m.student.prototypes.copy_(m.student.prototypes[0].expand(K, -1))
+    logs = _epoch(m, x)
+    assert logs["dup_prototype_pairs"] == K * (K - 1) // 2 and logs["collapsed"] is True
+    assert logs["train_q_entropy"] == pytest.approx(math.log(K), abs=1e-5)
+    assert logs["train_q_max"] == pytest.approx(1 / K, abs=1e-6) and logs["train_q_max_below_half"] == 1.0
+    # distinct (MMD simplex) prototypes and a tiny temperature: q is one-hot, nothing is flagged
+    m = TCC(resolve("tcc", "smoke", {"method": {"assign_temperature": 1e-4}}).params, _spec())
+    logs = _epoch(m, x)
+    assert logs["dup_prototype_pairs"] == 0 and logs["collapsed"] is False
+    assert logs["train_q_entropy"] < 0.05 and logs["train_q_max"] > 0.98 and logs["train_q_max_below_half"] < 0.05
+    # one duplicated pair is enough for the flag, even with sharp q
+    with torch.no_grad():
+        m.student.prototypes[1] = m.student.prototypes[0] * 2.0
+    logs = _epoch(m, x)
+    assert logs["dup_prototype_pairs"] == 1 and logs["collapsed"] is True
+
+
+def test_epoch_diagnostics_consume_no_random_numbers_and_change_no_state():
+    torch.manual_seed(0)
+    m = TCC(resolve("tcc", "smoke").params, _spec())
+    x = torch.randn(32, 2) * 5
+    m.training_step([x, x], torch.arange(32), "main")
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    rng = torch.get_rng_state()
+    ctx = EpochContext(epoch=1, map_dataset=None, all_reduce=lambda t: t, log=lambda s: None)
+    first = m.end_epoch(ctx)
+    assert first == m.end_epoch(ctx)          # reading the diagnostics twice gives the same row
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    keys = {"dup_prototype_pairs", "train_q_entropy", "train_q_max", "train_q_max_below_half", "collapsed"}
+    assert keys <= set(first)

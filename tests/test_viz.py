@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mixlab import experiments, viz  # noqa: E402
+from mixlab.workbook import experiments, viz  # noqa: E402
 from mixlab.config import SMOKE_NOTE  # noqa: E402
 
 

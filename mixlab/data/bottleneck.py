@@ -11,7 +11,7 @@ the origin) -> F10; cross-entropy, Adam 2e-3, batch 128, ``epochs`` passes over 
 the features of the same ``n`` images are then centred and divided by their overall standard
 deviation (one scale for both axes, so the geometry is kept).
 
-Features are cached in ``$MIXLAB_DATA`` (else the workbook's ``data/``, :mod:`mixlab.paths`) as ``fashion-bottleneck2d/<key>.npz``,
+Features are cached in ``$MIXLAB_DATA`` (else the workbook's ``data/``, :mod:`mixlab.utils.paths`) as ``fashion-bottleneck2d/<key>.npz``,
 ``key`` naming every setting, so building runs once (~30 s of CPU time for 10,000 images; ~82% training accuracy).
 Importing mixlab.data registers the data set in :data:`mixlab.data.DATASETS` (the NMM method
 imports it).
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab import io, paths
+from mixlab.utils import io, paths
 
 from .datasets import DATASETS, Loader, load
 from .idx import FASHION_MNIST_CLASSES
@@ -106,7 +106,7 @@ def read(settings: dict | None = None, root: str | os.PathLike | None = None) ->
         feats = build_features(**s)
         meta = {"settings": s, "version": VERSION, "train_acc": feats["train_acc"],
                 "note": "2-D bottleneck of a supervised CNN on Fashion-MNIST; labels used only to build it"}
-        io._atomic(path, lambda fh: np.savez_compressed(
+        io.atomic(path, lambda fh: np.savez_compressed(
             fh, points=feats["images"].numpy(), labels=feats["labels"].numpy(), meta=json.dumps(meta)))
     with np.load(path) as f:
         return {"images": torch.from_numpy(f["points"].astype(np.float32)),

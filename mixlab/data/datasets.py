@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from mixlab import paths
+from mixlab.utils import paths
 
 from . import cifar, folder, idx, imagenet_dog, stl10, synthetic
 
@@ -90,7 +90,7 @@ class Loader:
 
     def candidates(self, root: str | os.PathLike | None) -> list[Path]:
         """Folders searched, in order: `root` alone if given, else $MIXLAB_DATA, the workbook's data/
-        (:func:`mixlab.paths.resolve`, not the working directory), system."""
+        (:func:`mixlab.utils.paths.resolve`, not the working directory), system."""
         env = os.environ.get("MIXLAB_DATA")
         if root is not None:
             bases = [Path(root)]
@@ -199,7 +199,7 @@ def load(name: str, *, subset: int | None = None, seed: int = 0,
     decoded at `image_size` (default 32) with `channels` (1, 3, None = automatic), unreadable files
     an error unless `skip_unreadable`; there `subset` only caps the number of images.
 
-    Files are searched in `root` alone when given, else in $MIXLAB_DATA, the workbook's data/ (``mixlab.paths``), then the
+    Files are searched in `root` alone when given, else in $MIXLAB_DATA, the workbook's data/ (``mixlab.utils.paths``), then the
     distribution package's folder; (Fashion-)MNIST is then fetched through torchvision unless
     $MIXLAB_OFFLINE is set. The whole dataset is cached in-process; each call returns a copy.
     `subset=n` keeps n indices drawn by a torch.Generator seeded with `seed`, sorted.

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mixlab import paths
+from mixlab.utils import paths
 
 PREFIX = "folder:"
 DEFAULT_SIZE = 32  # for profiles that keep the dataset's own size (image_size=None): CIFAR's side
@@ -129,7 +129,7 @@ def to_array(im: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 def cache_dir() -> Path:
-    """``$MIXLAB_CACHE`` or ``data/cache/folders`` of the workbook root (:mod:`mixlab.paths`)."""
+    """``$MIXLAB_CACHE`` or ``data/cache/folders`` of the workbook root (:mod:`mixlab.utils.paths`)."""
     env = os.environ.get("MIXLAB_CACHE")
     return Path(env) if env else paths.resolve("data") / "cache" / "folders"
 
@@ -182,7 +182,7 @@ def read(name: str, *, size: int = DEFAULT_SIZE, channels: int | None = None,
          skip_unreadable: bool = False) -> dict:
     """Images of ``folder:PATH`` at ``size`` and ``channels`` (None = automatic), from the cache when
     the files are unchanged. Returns the fields of :class:`mixlab.data.Dataset` plus ``paths``."""
-    from mixlab import io
+    from mixlab.utils import io
 
     if channels not in (None, 1, 3):
         raise ValueError(f"train.channels={channels!r} is not valid; use 1 (grayscale), 3 (RGB) or null (automatic)")

@@ -3,9 +3,14 @@ and name -> profile file (``mixlab/profiles/<name>.yaml`` unless registered else
 from __future__ import annotations
 
 import importlib
+import random
 from pathlib import Path
 
-from mixlab.checks import ConfigError
+import numpy as np
+import torch
+
+from mixlab.utils import distributed as dist
+from mixlab.utils.checks import ConfigError
 
 _REGISTRY: dict[str, str] = {
     "mice": "mixlab.methods.mice:MiCE",
@@ -45,3 +50,30 @@ def get_method(name: str):
         module, _, cls = target.partition(":")
         target = getattr(importlib.import_module(module), cls)
     return target
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build(cfg, channels: int, size: int, n_samples: int, device: torch.device):
+    """The augmenter and the (untrained) ``cfg.method`` for ``n_samples`` inputs of ``channels``×``size``²
+    (``size`` 0 for point features), on ``device``."""
+    from mixlab.data.augment import make_augmenter
+    from mixlab.methods.base import DataSpec
+
+    train = cfg.train
+    augmenter = make_augmenter(train.augment, channels, size, sobel=train.sobel)
+    seed_everything(train.seed)
+    spec = DataSpec(in_channels=augmenter.out_channels, image_size=size, n_samples=n_samples,
+                    backbone=train.backbone)
+    method = get_method(cfg.method)(cfg.params, spec)
+    if dist.init_from_env(device.type) and device.type == "cuda":
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
+    if train.channels_last and device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    return augmenter, method

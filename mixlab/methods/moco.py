@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.checks import ConfigError, check_positive
+from mixlab.utils.checks import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.contrastive import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
-from mixlab.precision import full_precision
+from mixlab.utils.precision import full_precision
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from mixlab.checks import ConfigError, check_choice, check_positive
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, Method, evaluating
 from mixlab.mixture.nmm import (
     consistency_loss,
@@ -54,7 +54,7 @@ from mixlab.mixture.nmm import (
     topk_by_relevance,
 )
 from mixlab.nets import build_backbone, running_stats_frozen
-from mixlab.precision import full_precision
+from mixlab.utils.precision import full_precision
 
 if TYPE_CHECKING:
     from mixlab.config import TrainConfig

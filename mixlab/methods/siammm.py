@@ -49,11 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab import distributed as dist
-from mixlab.checks import ConfigError, check_choice, check_positive
-from mixlab.lars import LARS
+from mixlab.utils import distributed as dist
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
+from mixlab.nets.lars import LARS
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
 from mixlab.methods.momentum import MomentumTeacher, check_teacher_momentum, make_teacher
+from mixlab.metrics import participation_ratio
 from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.merge import distance_threshold, merge_clusters
 from mixlab.mixture.siammm import (
@@ -69,7 +70,66 @@ from mixlab.mixture.siammm import (
 )
 from mixlab.mixture.vmf import vmf_log_normalizer
 from mixlab.nets import ProjectionHead, build_backbone
-from mixlab.precision import full_precision
+from mixlab.utils.precision import full_precision
+
+
+# ---- memory: what K0 needs beyond the networks, checked before training ----------------------------
+_GIB = 2.0**30
+_MAX_DENSE = 8192      # merge_clusters' default: up to this K all K(K-1)/2 pair distances are used
+_EM_CHUNK = 8192       # points per block of the M-step's accumulation (vmf_mixture_em_step's chunk_size)
+_SIZE_LIST_MAX = 64    # the cluster sizes are logged as a list up to this K
+
+
+def mixture_memory_bytes(n: int, d: int, k0: int, h: int = 5) -> int:
+    """Bytes SiamMM's end-of-epoch work and evaluation need at K = min(k0, n) clusters on ``n`` points
+    of embedding dimension ``d`` with ``h`` nearest centroids, beyond the networks and the images.
+
+    What stays O(N K) or O(K^2) after the chunked E/M step: the engine's evaluation holds the [N, K]
+    float32 posteriors twice (the batches and their concatenation) and a float16 copy (10 N K bytes;
+    K is still K0 at epoch 1's evaluation); merging keeps the pairs below its threshold, at most
+    K(K-1)/2 of 24 bytes (12 K^2) up to 8192 centroids. O(N d + N H + K d): the embeddings and their
+    float64 copies (32 N d), the H nearest and their weights (28 N H), one M-step block
+    (16 chunk H d), centroids and k-means buffers; 64 MiB of blocked pair distances."""
+    k = max(1, min(int(k0), int(n)))
+    n_k = 10 * n * k
+    k_k = 12 * k * (k - 1) if k <= _MAX_DENSE else 24 * 16 * k
+    n_d = 32 * n * d + 28 * n * h + 16 * _EM_CHUNK * h * d + 40 * k * d + 12 * n
+    return int(n_k + k_k + n_d + 64 * 2**20)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (None where there is no /proc/meminfo)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_mixture_memory(n: int, d: int, k0: int, h: int = 5, available: int | None = None) -> None:
+    """Raise a one-line :class:`ConfigError` before training when :func:`mixture_memory_bytes` exceeds
+    the available memory (``available`` bytes, default MemAvailable), naming both and the largest
+    ``method.n_clusters`` that fits. Silent where the available memory is unknown."""
+    need = mixture_memory_bytes(n, d, k0, h)
+    avail = available_memory_bytes() if available is None else int(available)
+    if avail is None or need <= avail:
+        return
+    lo, hi = 0, max(1, min(int(k0), int(n)))  # largest K with need(K) <= avail (need grows with K)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mixture_memory_bytes(n, d, mid, h) <= avail:
+            lo = mid
+        else:
+            hi = mid - 1
+    fix = (f"lower method.n_clusters to at most {lo}" if lo >= 1 else "lower method.n_clusters") + \
+        " or use fewer images (train.subset), or free memory"
+    raise ConfigError(f"method.n_clusters={k0} needs about {need / _GIB:.1f} GiB for SiamMM's mixture on N={n}"
+                      f" points (d={d}: [N, K] posteriors of an evaluation 10 N K bytes, merging's pairs 12 K^2,"
+                      f" E/M step O(N d)) but only {avail / _GIB:.1f} GiB is available (MemAvailable,"
+                      f" /proc/meminfo); {fix}")
 
 
 @dataclass
@@ -188,6 +248,7 @@ class SiamMM(Method):
 
     def __init__(self, cfg: SiamMMConfig, spec: DataSpec):
         super().__init__(cfg, spec)
+        check_mixture_memory(spec.n_samples, cfg.proj_dim, cfg.n_clusters, cfg.n_nearest)  # before training
         size = spec.image_size or 1  # point data: the "mlp" backbone takes in_channels * 1 * 1 features
         backbone = build_backbone(spec.backbone, spec.in_channels, size)
         projector = ProjectionHead(backbone.out_dim, cfg.proj_hidden, cfg.proj_dim, n_layers=cfg.proj_layers)
@@ -315,12 +376,15 @@ class SiamMM(Method):
         if dist.is_main():  # faiss k-means is not bit-reproducible across processes: rank 0 embeds
             z = ctx.map_dataset(self._cluster_embed).cpu()   # and fits, every rank takes its mixture (same K)
             logs = self._fit_mixture(z, ctx.epoch)
+            logs["effective_dim"] = participation_ratio(z)  # of the clustered (normalised) embeddings
         if dist.is_distributed():
             for k, v in dist.broadcast_tensors({k: self._buffers[k] for k in self._DYNAMIC}).items():
                 self._buffers[k] = v.to(self.mu.device)
         logs.update(self._stats())
         ctx.log(f"SiamMM: K={logs['K']} kappa mean {logs['kappa_mean']:.1f}"
-                f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}]")
+                f" [{logs['kappa_min']:.1f}, {logs['kappa_max']:.1f}], largest cluster"
+                f" {logs['em_max_cluster_frac']:.1%}"
+                + (f", effective dim {logs['effective_dim']:.2f}" if "effective_dim" in logs else ""))
         return logs
 
     def _fit_mixture(self, z: torch.Tensor, epoch: int) -> dict:
@@ -376,10 +440,19 @@ class SiamMM(Method):
             self._buffers[name] = value.to(self.mu.device)
 
     def _stats(self) -> dict:
+        """Per-epoch log of the fitted mixture (label-free; reads the buffers, changes nothing): K (every
+        component has a nearest member: the E-step drops empty ones), kappa, the largest component's
+        share of p(k|v) and, up to 64 clusters, the sizes (points whose nearest centroid is k, largest
+        first)."""
         k = self.kappa
         frac = self.log_frac.exp()
-        return {"K": int(self.mu.shape[0]), "kappa_mean": float(k.mean()), "kappa_min": float(k.min()),
-                "kappa_max": float(k.max()), "em_max_cluster_frac": float(frac.max())}
+        K = int(self.mu.shape[0])
+        out = {"K": K, "kappa_mean": float(k.mean()), "kappa_min": float(k.min()),
+               "kappa_max": float(k.max()), "em_max_cluster_frac": float(frac.max())}
+        if K <= _SIZE_LIST_MAX and self.assign.shape[1] > 0:
+            sizes = torch.bincount(self.assign[:, 0].cpu(), minlength=K)
+            out["em_cluster_sizes"] = sorted(sizes.tolist(), reverse=True)
+        return out
 
     # ---- inference ------------------------------------------------------------------------------
     def embed(self, x: torch.Tensor) -> torch.Tensor:

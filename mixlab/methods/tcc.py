@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixlab.checks import ConfigError, check_choice, check_positive
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
+from mixlab.metrics import duplicate_pairs, posterior_entropy
 from mixlab.mixture import mmd_centers
 from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture import tcc as M
 from mixlab.nets import ProjectionHead, build_backbone
-from mixlab.precision import full_precision
+from mixlab.utils.precision import full_precision
 
 
 class _Net(nn.Module):
@@ -152,6 +153,7 @@ class TCC(Method):
         self.ema = MomentumTeacher(cfg.teacher_momentum, cfg.teacher_momentum_final)
         self.queue = Queue(cfg.queue_size, (cfg.embed_dim,))
         self._counts: Tensor | None = None  # argmax-q counts of the epoch's training views (balance log)
+        self._qstats: Tensor | None = None  # sums of H(q|x), max q, [max q < 1/2], count over the same views
 
     # ---- one step ---------------------------------------------------------------------------
     def _sample(self, log_q: Tensor, noise: Tensor | None) -> Tensor:
@@ -206,6 +208,11 @@ class TCC(Method):
         with torch.no_grad():
             counts = torch.bincount(log_q1.argmax(1), minlength=K).float()
             self._counts = counts if self._counts is None else self._counts + counts
+            lq = torch.cat([log_q1, log_q2]).float()
+            q_max = lq.max(1).values.exp()
+            qstats = torch.stack([posterior_entropy(lq, log=True).sum(), q_max.sum(), (q_max < 0.5).sum().float(),
+                                  torch.tensor(float(len(lq)), device=lq.device)])
+            self._qstats = qstats if self._qstats is None else self._qstats + qstats
         return {"loss": loss, "inst_loglik": ll.mean().detach(), "kl": kl.mean().detach(),
                 "loss_instance": loss_inst.detach(), "loss_cluster": loss_clu.detach(),
                 "marginal_entropy": ent.detach()}
@@ -215,18 +222,40 @@ class TCC(Method):
 
     def start_epoch(self, epoch: int) -> None:
         self._counts = None
+        self._qstats = None
+
+    DUPLICATE_COSINE = 0.95   # prototypes closer than this are logged as duplicates
+    FLAT_FRACTION = 0.01      # q is flat when mean KL(q || 1/K) = log K - mean H(q|x) < 1 % of log K
+    #                           (the rule of mixlab.metrics.assignment_confidence)
 
     def end_epoch(self, ctx: EpochContext) -> dict:
-        """Balance of the cluster sizes over the epoch's training views (argmax q, no extra pass):
-        entropy of the size distribution (log K = perfectly balanced, 0 = one cluster) and the
-        largest cluster's fraction."""
+        """Label-free diagnostics from the epoch's training views (no extra pass, no RNG, no state
+        changed), all logged per epoch:
+
+        * balance of the cluster sizes (argmax q): entropy of the size distribution (log K = perfectly
+          balanced, 0 = one cluster) and the largest cluster's fraction;
+        * ``dup_prototype_pairs``: prototype pairs with cosine > 0.95 (duplicates split a cluster's
+          mass evenly; neither loss term sees them);
+        * ``train_q_entropy`` = mean H(q|x) (nats, of log K), ``train_q_max`` = mean max_k q(k|x) and
+          ``train_q_max_below_half`` = fraction of views with max q < 1/2, over both views;
+        * ``collapsed``: duplicate prototypes exist, or q is flat (log K - mean H(q|x) < 1 % of log K,
+          the rule of :func:`mixlab.metrics.assignment_confidence`)."""
+        K = self.cfg.n_clusters
+        dup = duplicate_pairs(self.student.prototypes.detach(), self.DUPLICATE_COSINE)
+        out = {"dup_prototype_pairs": dup}
         if self._counts is None:
-            return {}
+            return out
         counts = ctx.all_reduce(self._counts)
         p = counts / counts.sum().clamp_min(1)
         ent = -(p * torch.log(p.clamp_min(1e-12))).sum()
-        return {"size_entropy": float(ent), "size_entropy_max": math.log(self.cfg.n_clusters),
-                "train_max_cluster_frac": float(p.max())}
+        out.update({"size_entropy": float(ent), "size_entropy_max": math.log(K),
+                    "train_max_cluster_frac": float(p.max())})
+        q_ent, q_max, below, n = (float(v) for v in ctx.all_reduce(self._qstats))
+        n = max(n, 1.0)
+        out.update({"train_q_entropy": q_ent / n, "train_q_max": q_max / n, "train_q_max_below_half": below / n})
+        flat = math.log(K) - q_ent / n < self.FLAT_FRACTION * math.log(K)
+        out["collapsed"] = bool(dup > 0 or flat)
+        return out
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()

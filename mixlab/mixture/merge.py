@@ -30,6 +30,10 @@ nor when merging stops; the choices here (documented, and switchable):
   merges) with n_k points each, this is exactly the r of the union. Without ``sizes`` the
   members weigh equally. With ``normalize`` (default) the result is projected back onto
   the sphere (a mean direction mu, Eq. 6, ready to warm-start spherical k-means).
+
+Memory: pair distances are computed in blocks of rows (about 2^20 similarities each, one matrix
+product), so E{Z}, SE{Z} and the pairs below the threshold need O(K d) plus the kept pairs, never
+the K^2/2 x d arrays of gathered centroid pairs (24 GiB at K = 5000, d = 128).
 """
 
 from __future__ import annotations
@@ -51,17 +55,65 @@ def _equidistant(mean: float, se: float) -> bool:
     return se <= 1e-6 * max(mean, 1e-12)
 
 
+_BLOCK_ELEMENTS = 1 << 20  # entries of one block of pairwise similarities (8 MiB in float64)
+
+
+def _upper_distances(mu: np.ndarray):
+    """Blocks ``(s, dist, upper)`` of Z_ij = ||mu_i - mu_j||: ``dist`` ``[e - s, K - s]`` holds rows
+    i = s..e-1 against columns j = s..K-1 (one float64 matrix product mu[s:e] mu[s:]^T of about
+    ``_BLOCK_ELEMENTS`` entries) and ``upper`` marks the pairs i < j. Row-major order over the blocks
+    is the order of ``np.triu_indices(K, 1)``; nothing of size K^2 or K^2 x d is ever formed."""
+    K = mu.shape[0]
+    step = max(1, _BLOCK_ELEMENTS // max(K, 1))
+    for s in range(0, K, step):
+        e = min(s + step, K)
+        dist = np.sqrt(np.clip(2.0 - 2.0 * (mu[s:e] @ mu[s:].T), 0.0, None))
+        upper = np.arange(s, K)[None, :] > np.arange(s, e)[:, None]
+        yield s, dist, upper
+
+
+def _distance_moments(mu: np.ndarray) -> tuple[int, float, float]:
+    """(count, mean, standard deviation) of Z_ij over all pairs i < j, in one blocked pass (Chan et al.'s
+    pairwise update of the mean and the sum of squared deviations): O(K) memory, and equal to
+    ``dist.mean(), dist.std()`` of the dense array up to float summation order."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for _, dist, upper in _upper_distances(mu):
+        block = dist[upper]
+        nb = block.size
+        if not nb:
+            continue
+        mb = float(block.mean())
+        m2b = float(((block - mb) ** 2).sum())
+        delta = mb - mean
+        tot = n + nb
+        mean += delta * nb / tot
+        m2 += m2b + delta * delta * n * nb / tot
+        n = tot
+    return n, mean, (m2 / n) ** 0.5 if n else float("nan")
+
+
+def _pairs_below(mu: np.ndarray, thr: float):
+    """``(i, j, dist)`` of the pairs i < j with Z_ij < ``thr`` (every pair for thr = inf, none for nan),
+    in ``np.triu_indices`` order: memory O(K) per block plus the pairs kept (24 bytes each)."""
+    ii, jj, dd = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0)]
+    for s, dist, upper in _upper_distances(mu):
+        r, c = np.nonzero(upper & (dist < thr))  # False for every pair when thr is nan (equidistant)
+        ii.append(r.astype(np.int64) + s)
+        jj.append(c.astype(np.int64) + s)
+        dd.append(dist[r, c])
+    return np.concatenate(ii), np.concatenate(jj), np.concatenate(dd)
+
+
 def pairwise_zscores(centroids):
-    """Standardised pairwise distances of Eq. 11 over all pairs i < j (dense, O(K^2)).
+    """Standardised pairwise distances of Eq. 11 over all pairs i < j (the output is O(K^2); computed
+    in blocks, without a K^2 x d intermediate).
 
     Returns ``(i, j, z, dist)`` (int64 pair indices, float64 (Z_ij - E Z)/SE Z and Z_ij), numpy or
     torch like ``centroids``, with Z_ij = ||mu_i - mu_j|| on the normalised centroids. ``z`` is all zeros
     when every pair is equidistant (SE <= 1e-6 E, i.e. equal up to float32 rounding). Handy to draw the
     distribution and pick ``zeta``.
     """
-    mu = _unit(as_numpy(centroids))
-    i, j = np.triu_indices(mu.shape[0], k=1)
-    dist = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[i], mu[j]), 0.0, None))
+    i, j, dist = _pairs_below(_unit(as_numpy(centroids)), float("inf"))
     z = np.zeros_like(dist)
     if dist.size and not _equidistant(dist.mean(), dist.std()):
         z = (dist - dist.mean()) / dist.std()
@@ -69,13 +121,18 @@ def pairwise_zscores(centroids):
 
 
 def _sampled_threshold(mu: np.ndarray, zeta: float, n_sample: int, seed: int) -> float:
-    """E{Z} + zeta SE{Z} from ``n_sample`` random pairs (nan when all are equidistant)."""
+    """E{Z} + zeta SE{Z} from ``n_sample`` random pairs (nan when all are equidistant); the pair
+    distances are computed in blocks (memory O(n_sample), not O(n_sample d))."""
     K = mu.shape[0]
     rng = np.random.default_rng(seed)
     a = rng.integers(0, K, size=n_sample)
     b = rng.integers(0, K - 1, size=n_sample)
     b = b + (b >= a)  # uniform over ordered pairs with a != b
-    ds = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[a], mu[b]), 0.0, None))
+    ds = np.empty(n_sample)
+    step = max(1, _BLOCK_ELEMENTS // max(mu.shape[1], 1))
+    for s in range(0, n_sample, step):
+        e = min(s + step, n_sample)
+        ds[s:e] = np.sqrt(np.clip(2.0 - 2.0 * np.einsum("pd,pd->p", mu[a[s:e]], mu[b[s:e]]), 0.0, None))
     mean, se = ds.mean(), ds.std()
     return float("nan") if _equidistant(mean, se) else float(mean + zeta * se)
 
@@ -84,30 +141,30 @@ def distance_threshold(centroids, zeta: float, *, max_dense: int = 8192, n_sampl
                        seed: int = 0) -> float:
     """Eq. 11 as a distance: z_ij < zeta  <=>  Z_ij < E{Z} + zeta SE{Z}.
 
-    Exact over all pairs up to ``max_dense`` centroids, else from ``n_sample_pairs`` random
-    pairs. ``nan`` when there are fewer than 3 centroids or all pairs are equidistant (nothing
-    to standardise: no pair passes)."""
+    Exact over all pairs up to ``max_dense`` centroids (blocked: O(K) memory), else from
+    ``n_sample_pairs`` random pairs. ``nan`` when there are fewer than 3 centroids or all pairs are
+    equidistant (nothing to standardise: no pair passes)."""
     mu = _unit(as_numpy(centroids))
     if mu.shape[0] < 3:
         return float("nan")
     if mu.shape[0] > max_dense:
         return _sampled_threshold(mu, float(zeta), int(n_sample_pairs), int(seed))
-    _, _, _, dist = pairwise_zscores(mu)
-    mean, se = dist.mean(), dist.std()
+    _, mean, se = _distance_moments(mu)
     return float("nan") if _equidistant(mean, se) else float(mean + zeta * se)
 
 
 def _candidates_sparse(mu: np.ndarray, thr: float, knn: int):
     """Large K: pairs closer than ``thr`` among each centroid's ``knn`` nearest neighbours
-    (blocked exact search)."""
+    (blocked exact search, O(K) memory per block)."""
     K = mu.shape[0]
     if not np.isfinite(thr):
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     m = torch.from_numpy(mu)
     k = min(knn + 1, K)
     ii, jj, dd = [], [], []
-    for s in range(0, K, 4096):
-        sims, idx = (m[s : s + 4096] @ m.T).topk(k, dim=1)
+    step = min(4096, max(1, _BLOCK_ELEMENTS // K))
+    for s in range(0, K, step):
+        sims, idx = (m[s : s + step] @ m.T).topk(k, dim=1)
         dist = torch.sqrt(torch.clamp(2.0 - 2.0 * sims, min=0.0))
         rows = torch.arange(s, s + sims.shape[0])[:, None].expand_as(idx)
         keep = (dist < thr) & (idx != rows)  # no self-pairs; duplicates removed below
@@ -147,9 +204,11 @@ def merge_clusters(
         mode: ``"pairs"`` (closest-first disjoint pairs, at most K/2 merges per call) or
             ``"components"`` (transitive closure of all pairs passing Eq. 11).
         normalize: return unit-norm centroids (default) or the raw weighted means.
-        max_dense: up to this K all K(K-1)/2 distances are used exactly; above it, E and SE
-            are estimated from ``n_sample_pairs`` random pairs (``seed``) and candidate
-            pairs come from each centroid's ``knn`` nearest neighbours.
+        max_dense: up to this K all K(K-1)/2 distances are used exactly (computed in blocks; only
+            the pairs below the threshold are kept); above it, E and SE are estimated from
+            ``n_sample_pairs`` random pairs (``seed``) and candidate pairs come from each
+            centroid's ``knn`` nearest neighbours. Memory: O(K d) plus the kept pairs (24 bytes
+            each, at most K(K-1)/2 up to ``max_dense``, K knn above), never O(K^2 d).
         threshold: a fixed distance replacing this call's E{Z} + zeta SE{Z} (``zeta`` is then
             unused): pairs with Z_ij < threshold merge (e.g. :func:`distance_threshold` of
             the first centroids, see the module docstring).
@@ -181,9 +240,7 @@ def merge_clusters(
         thr = threshold if threshold is not None else distance_threshold(
             mu, zeta, max_dense=max_dense, n_sample_pairs=n_sample_pairs, seed=seed)
         if K <= max_dense:
-            i, j, _, dist = pairwise_zscores(mu)
-            keep = dist < thr  # False for every pair when thr is nan (equidistant)
-            i, j, dist = i[keep], j[keep], dist[keep]
+            i, j, dist = _pairs_below(mu, float(thr))
         else:
             i, j, dist = _candidates_sparse(mu, float(thr), int(knn))
 

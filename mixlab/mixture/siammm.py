@@ -215,7 +215,7 @@ def vmf_mixture_log_posterior(z: Tensor, mu: Tensor, kappa: Tensor, log_weights:
 def vmf_mixture_em_step(z: Tensor, centroids: Tensor, *, n_nearest: int = 5, mstep: str = "hard",
                         alpha_mode: str = "uniform", tau: float = 0.02, kappa_mode: str = "pca",
                         pca_dim: int = 150, kappa_const: float = 10.0,
-                        kappa_max: float | None = None) -> dict[str, Tensor]:
+                        kappa_max: float | None = None, chunk_size: int = 8192) -> dict[str, Tensor]:
     """One E/M step of the vMF mixture on L2-normalised embeddings ``z`` ``[N, d]`` (CPU).
 
     E-step: components without a nearest member are dropped (no MLE, Eq. 5); A(x) = the H nearest
@@ -225,6 +225,12 @@ def vmf_mixture_em_step(z: Tensor, centroids: Tensor, *, n_nearest: int = 5, mst
     Eq. 16 (``"pca"``), the mean of the Eq. 16 estimates (``"shared"``) or ``kappa_const``
     (``"constant"``), capped at ``kappa_max``; log_frac = log of each component's share of p(k|v).
     Returns float32 ``mu`` ``[K, d]`` (unit rows), ``kappa`` ``[K]``, ``log_frac`` ``[K]`` and ``assign``.
+
+    Memory O(N d + N H + K d): the nearest-centroid search is exact and blocked (faiss), and p(k|v),
+    which is zero outside A(x), is never formed as an ``[N, K]`` matrix: the M-step accumulates each
+    cluster's sufficient statistics (sum_i p(k|v_i) v_i and sum_i p(k|v_i)) over blocks of
+    ``chunk_size`` points (:func:`mixlab.mixture.vmf.vmf_mle` with ``index``). The result equals the
+    dense computation up to float summation order.
     """
     centroids = F.normalize(torch.as_tensor(centroids).float(), dim=1)
     _, nearest = assign_nearest(z, centroids, 1)
@@ -238,13 +244,12 @@ def vmf_mixture_em_step(z: Tensor, centroids: Tensor, *, n_nearest: int = 5, mst
         if alpha_mode == "size":
             frac = torch.bincount(labels, minlength=K).double() / len(z)
             log_alpha = frac.log()[idx].float()
-        pi = torch.softmax(log_alpha + sims / tau, dim=1)
-        weights = torch.zeros(len(z), K, dtype=torch.float64)
-        weights.scatter_(1, idx, pi.double())
-        mu, kappa = vmf_mle(z.double(), weights)
+        pi = torch.softmax(log_alpha + sims / tau, dim=1).double()  # p(k|v) on A(x), [N, H]
+        sparse = {"index": idx, "K": K, "chunk_size": chunk_size}
+        mu, kappa = vmf_mle(z.double(), pi, **sparse)
         if kappa_mode in ("pca", "shared"):
-            kappa = pca_kappa(z.double(), weights, n_components=pca_dim)
-        mass = weights.sum(0)
+            kappa = pca_kappa(z.double(), pi, n_components=pca_dim, **sparse)
+        mass = torch.zeros(K, dtype=torch.float64).index_add_(0, idx.reshape(-1), pi.reshape(-1))
     else:
         mu, kappa = vmf_mle(z.double(), labels=labels, K=K)
         if kappa_mode in ("pca", "shared"):

@@ -191,17 +191,27 @@ def vmf_log_density(x, mu, kappa):
 # ----------------------------------------------------------------------------------------
 # Maximum likelihood (Eq. 5-7) and the PCA variant (Eq. 16)
 # ----------------------------------------------------------------------------------------
-def _resultants(x, weights, labels, K, normalize):
+_CHUNK = 8192  # rows per block of the sparse accumulation: memory O(chunk * H * d), not O(N * K)
+
+
+def _resultants(x, weights, labels, K, normalize, index=None, chunk_size: int = _CHUNK):
     """Mean resultant vectors r (Eq. 5) in float64 torch on x's device. Returns (r, squeeze, xt), xt the
-    (normalised) points in float64."""
+    (normalised) points in float64.
+
+    Hard ``labels`` and sparse ``weights`` [N, H] with ``index`` [N, H] (the H components each point is
+    spread over) are accumulated as per-cluster sufficient statistics (sum_i w_ik x_i and sum_i w_ik,
+    blocks of ``chunk_size`` points), in O(N d + K d) memory; a dense [N, K] ``weights`` is a matrix
+    product. Both give the same r up to float summation order."""
     xt = as_torch(x, torch.float64).detach()
     if xt.ndim != 2:
         raise ValueError(f"x must be [N, d], got shape {tuple(xt.shape)}")
     if normalize:
         xt = torch.nn.functional.normalize(xt, dim=1)
-    N = xt.shape[0]
+    N, d = xt.shape
     if labels is not None and weights is not None:
         raise ValueError("pass either weights or labels, not both")
+    if index is not None and (weights is None or labels is not None):
+        raise ValueError("index needs weights [N, H] (the weight of each listed component)")
     squeeze = False
     if labels is not None:
         lab = as_torch(labels, torch.int64, xt.device).reshape(-1)
@@ -211,9 +221,29 @@ def _resultants(x, weights, labels, K, normalize):
             K = int(lab.max().item()) + 1 if N else 0
         if N and (lab.min() < 0 or lab.max() >= K):
             raise ValueError(f"labels must lie in 0..K-1 (K={K})")
-        w = torch.zeros(N, K, dtype=torch.float64, device=xt.device)
-        w[torch.arange(N, device=xt.device), lab] = 1.0
-    elif weights is None:
+        sums = torch.zeros(K, d, dtype=torch.float64, device=xt.device).index_add_(0, lab, xt)
+        mass = torch.bincount(lab, minlength=K).to(torch.float64)
+        return sums / mass.clamp_min(1e-300)[:, None], squeeze, xt
+    if index is not None:
+        idx = as_torch(index, torch.int64, xt.device)
+        w = as_torch(weights, torch.float64, xt.device).detach()
+        if idx.ndim != 2 or idx.shape[0] != N or w.shape != idx.shape:
+            raise ValueError(f"weights and index must both be [N={N}, H], got {tuple(w.shape)} and {tuple(idx.shape)}")
+        if K is None:
+            K = int(idx.max().item()) + 1 if N else 0
+        if N and (idx.min() < 0 or idx.max() >= K):
+            raise ValueError(f"index must lie in 0..K-1 (K={K})")
+        if torch.any(w < 0):
+            raise ValueError("weights must be non-negative")
+        sums = torch.zeros(K, d, dtype=torch.float64, device=xt.device)
+        mass = torch.zeros(K, dtype=torch.float64, device=xt.device)
+        step = max(1, int(chunk_size))
+        for s in range(0, N, step):
+            wc, ic = w[s:s + step], idx[s:s + step].reshape(-1)
+            sums.index_add_(0, ic, (wc[:, :, None] * xt[s:s + step, None, :]).reshape(-1, d))
+            mass.index_add_(0, ic, wc.reshape(-1))
+        return sums / mass.clamp_min(1e-300)[:, None], squeeze, xt
+    if weights is None:
         w = torch.ones(N, 1, dtype=torch.float64, device=xt.device)
         squeeze = True
     else:
@@ -238,7 +268,8 @@ def banerjee_kappa(R, d: int, eps: float = 1e-7):
     return (R * d - R**3) / (1.0 - R * R)
 
 
-def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bool = True, eps: float = 1e-7):
+def vmf_mle(x, weights=None, *, labels=None, index=None, K: int | None = None, normalize: bool = True,
+            eps: float = 1e-7, chunk_size: int = _CHUNK):
     """vMF maximum likelihood (SiamMM Eq. 5-7, Banerjee et al. 2005 approximation).
 
         r = sum_i w_i x_i / sum_i w_i,  mu = r / ||r||,  kappa = ||r|| (d - ||r||^2) / (1 - ||r||^2).
@@ -248,7 +279,10 @@ def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bo
         weights: None (one component from all points), ``[N]`` non-negative weights (one
             component), or ``[N, K]`` soft responsibilities p(k|x_i) (K components).
         labels: alternatively, hard assignments ``[N]`` in 0..K-1 (one-hot responsibilities;
-            ``K`` defaults to max+1).
+            ``K`` defaults to max+1), accumulated per cluster without an [N, K] matrix.
+        index: with ``weights`` ``[N, H]``: sparse responsibilities, point i gives weight
+            ``weights[i, h]`` to component ``index[i, h]`` (e.g. its H nearest centroids) and 0 to
+            the others; accumulated in blocks of ``chunk_size`` points, O(N d + K d) memory.
         eps: ||r|| is clamped to at most 1 - eps so identical points give a large finite kappa.
 
     Returns:
@@ -256,7 +290,7 @@ def vmf_mle(x, weights=None, *, labels=None, K: int | None = None, normalize: bo
         otherwise; numpy in -> numpy out, torch in -> torch out (x's float dtype; its device).
         A component with zero total weight gets mu = 0 and kappa = 0 (uniform).
     """
-    r, squeeze, _ = _resultants(x, weights, labels, K, normalize)
+    r, squeeze, _ = _resultants(x, weights, labels, K, normalize, index, chunk_size)
     R = r.norm(dim=1)
     mu = torch.where(R[:, None] > 0, r / R.clamp_min(1e-300)[:, None], torch.zeros_like(r))
     kappa = banerjee_kappa(R, r.shape[1], eps)
@@ -284,12 +318,14 @@ def pca_kappa(
     weights=None,
     *,
     labels=None,
+    index=None,
     K: int | None = None,
     n_components: int = 150,
     components=None,
     center: bool = False,
     normalize: bool = True,
     eps: float = 1e-7,
+    chunk_size: int = _CHUNK,
 ):
     """Concentration with PCA-reduced dimensionality (SiamMM App. C.1, Eq. 16).
 
@@ -312,12 +348,13 @@ def pca_kappa(
     the paper), capped at d, in which case this equals :func:`vmf_mle`'s kappa.
     Only kappa is reduced; the mean directions stay those of :func:`vmf_mle`.
 
-    Args: as :func:`vmf_mle`, plus ``n_components``, ``components``, ``center``.
+    Args: as :func:`vmf_mle` (``labels`` and ``weights`` + ``index`` in O(N d + K d) memory), plus
+    ``n_components``, ``components``, ``center``.
 
     Returns:
         kappa: scalar or ``[K]``, same kind (numpy/torch) as ``x``.
     """
-    r, squeeze, xt = _resultants(x, weights, labels, K, normalize)
+    r, squeeze, xt = _resultants(x, weights, labels, K, normalize, index, chunk_size)
     if components is None:
         P = pca_components(xt, n_components, center=center)
     else:

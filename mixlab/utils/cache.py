@@ -2,7 +2,7 @@
 
 A result is reused when the key it was made with is stored beside it, equals the key asked for
 now, and its output files exist: a training run's key is its resolved config (``config.json``,
-the whole file), a baseline's its :class:`~mixlab.baselines.Settings` (field ``settings``), a
+the whole file), a baseline's its :class:`~mixlab.workbook.baselines.Settings` (field ``settings``), a
 notebook's is the fingerprint of its source, parameters and the mixlab package
 (field ``key`` of its pipeline stamp). :func:`exclusive` lets processes side by side (``make
 reproduce JOBS=2``) split the making of shared results instead of each making all of them.

@@ -4,9 +4,9 @@
     rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 
 :func:`submit` reuses each run already finished with the same config (the rule of
-:func:`mixlab.experiments.run`) without sending it anywhere, sends the others to the cluster of
+:func:`mixlab.workbook.experiments.run`) without sending it anywhere, sends the others to the cluster of
 :func:`client`, longest first by their last recorded times (a run never timed first), and returns
-every run's row (what :func:`mixlab.experiments.run` returns) in the declared order once all are
+every run's row (what :func:`mixlab.workbook.experiments.run` returns) in the declared order once all are
 in. A worker that dies mid-run costs its current epoch only: Dask gives the run to another worker,
 which resumes it from its checkpoint. Each run's ``metrics.json`` names the worker that trained it
 (``provenance.worker``).
@@ -32,13 +32,15 @@ from __future__ import annotations
 import contextlib
 import heapq
 import importlib.util
-import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixlab import experiments, paths
+from mixlab.workbook import experiments
+from mixlab.utils import paths
+from mixlab import rundir
 from mixlab.config import ConfigError
 
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
@@ -48,7 +50,7 @@ UNTIMED = 10 ** 9  # Dask priority of a run never timed: it may be the longest
 
 @dataclass
 class Run:
-    """One run of a grid: the arguments of :func:`mixlab.experiments.run` besides profile and folders."""
+    """One run of a grid: the arguments of :func:`mixlab.workbook.experiments.run` besides profile and folders."""
 
     experiment: str
     name: str
@@ -87,7 +89,7 @@ def last_seconds(run: Run, planned: experiments.Planned, profile: str) -> float 
                  / f"{run.name}-seed{run.seed}")
     for folder in (planned.published, planned.out, committed):
         try:
-            return float(json.loads((folder / "metrics.json").read_text())["wall_time_s"])
+            return float(rundir.metrics(folder)["wall_time_s"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
@@ -98,8 +100,6 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
     """Train every run of ``runs`` (or reuse it) on the cluster of :func:`client`; returns their rows
     in the order given, once all are in. ``force`` trains each one again from scratch. A run that
     fails raises its error, naming the run; the others keep what they trained."""
-    import shutil
-
     runs = list(runs)
     drafts = paths.outputs(profile)
     folders = {"runs_dir": str(paths.resolve(runs_dir or drafts.runs_dir)),
@@ -139,7 +139,7 @@ def _gather(dask_client, runs: list[Run], order: list[int], expected: dict, rows
     env = {k: v for k, v in os.environ.items() if k.startswith("MIXLAB_")}
     index, futures = {}, []
     for i in order:
-        args = (runs[i], profile, folders, env)
+        args = (runs[i], profile, folders, env, os.getcwd())
         future = dask_client.submit(_on_worker, *args, key=f"mixlab-run-{tokenize(*args)}",
                                     priority=round(expected.get(str(i), UNTIMED)))
         index[future.key] = i
@@ -153,7 +153,7 @@ def _gather(dask_client, runs: list[Run], order: list[int], expected: dict, rows
             rows[i] = future.result()
         except Exception as exc:
             if hasattr(exc, "add_note"):
-                exc.add_note(f"in run {runs[i]} (mixlab.grid.submit)")
+                exc.add_note(f"in run {runs[i]} (mixlab.workbook.grid.submit)")
             raise
         worker = (rows[i].get("provenance") or {}).get("worker") or {}
         print(f"[grid] {runs[i]}: {rows[i].get('wall_time_s', 0):.0f} s on worker {worker.get('name')}"
@@ -165,28 +165,33 @@ def _run(run: Run, profile: str, folders: dict) -> dict:
                            overrides=run.overrides, **folders)
 
 
-def _on_worker(run: Run, profile: str, folders: dict, env: dict) -> dict:
-    """The task: :func:`mixlab.experiments.run` with the submitter's ``MIXLAB_*`` environment, one
-    torch thread on a CPU worker (``train.num_threads`` still wins). Run again after its worker
-    died, it resumes the run from the checkpoint that worker left."""
+def _on_worker(run: Run, profile: str, folders: dict, env: dict, cwd: str) -> dict:
+    """The task: :func:`mixlab.workbook.experiments.run` as the submitter would run it (its ``MIXLAB_*``
+    environment; its working directory, where a relative ``folder:`` dataset is), with one torch
+    thread on a CPU worker (``train.num_threads`` still wins). Run again after its worker died, it
+    resumes the run from the checkpoint that worker left."""
     import torch
 
     if not torch.cuda.is_available():
         torch.set_num_threads(1)
-    with _environ(env):
+    with _as_submitted(env, cwd):
         return _run(run, profile, folders)
 
 
 @contextlib.contextmanager
-def _environ(env: dict):
-    """Set the ``MIXLAB_*`` variables of this process to exactly ``env`` for the block."""
-    before = {k: v for k, v in os.environ.items() if k.startswith("MIXLAB_")}
+def _as_submitted(env: dict, cwd: str):
+    """This process's ``MIXLAB_*`` variables exactly ``env``, and ``cwd`` the working directory (if
+    this machine has it), for the block."""
+    before, here = {k: v for k, v in os.environ.items() if k.startswith("MIXLAB_")}, os.getcwd()
     for k in before:
         del os.environ[k]
     os.environ.update(env)
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
     try:
         yield
     finally:
+        os.chdir(here)
         for k in env:
             os.environ.pop(k, None)
         os.environ.update(before)
@@ -241,7 +246,7 @@ def local_cluster(workers: int | None = None):
     processes, or on a CUDA machine one per GPU (default: all), each seeing only its own."""
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
-    dashboard = ":8787" if importlib.util.find_spec("bokeh") else None
+    dashboard = ":8787" if importlib.util.find_spec("bokeh") else ":0"  # :0, any free port
     gpus = _gpus()
     if not gpus:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -250,7 +255,7 @@ def local_cluster(workers: int | None = None):
     specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
              for d in gpus[:workers or len(gpus)]}
     return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {
-        "host": "127.0.0.1", "dashboard_address": dashboard, "dashboard": dashboard is not None}})
+        "host": "127.0.0.1", "dashboard_address": dashboard}})
 
 
 def _gpus() -> list[str]:

@@ -2,20 +2,21 @@
 
 A run lives in ``runs_dir/<experiment>/<name>/seed<seed>/`` (checkpoints, logs, snapshots: git-ignored);
 its small files (metrics, config, log) are copied to ``results_dir/<experiment>/<name>-seed<seed>/``
-(committed); relative folders are taken from the workbook root (:mod:`mixlab.paths`). A run whose config is unchanged
-and finished is not trained again unless ``force`` (:mod:`mixlab.cache`); one interrupted is resumed
-from its checkpoint. A notebook's grid of runs goes to Dask workers through :mod:`mixlab.grid`.
+(committed); relative folders are taken from the workbook root (:mod:`mixlab.utils.paths`). A run whose config is unchanged
+and finished is not trained again unless ``force`` (:mod:`mixlab.utils.cache`); one interrupted is resumed
+from its checkpoint. A notebook's grid of runs goes to Dask workers through :mod:`mixlab.workbook.grid`.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import NamedTuple
 
 from mixlab import config as config_mod
-from mixlab import cache, engine, io, paths, report
-from mixlab.provenance import provenance
+from mixlab.utils import cache, io, paths
+from mixlab import engine, rundir
+from mixlab.workbook import report
+from mixlab.utils.provenance import provenance
 
 METRICS = ("acc", "nmi", "ari", "ami")
 
@@ -31,9 +32,15 @@ class Planned(NamedTuple):
     out: Path        # runs_dir/<experiment>/<name>/seed<seed>
     published: Path  # results_dir/<experiment>/<name>-seed<seed>
 
+    def same_config(self) -> bool:
+        """The run folder holds a run of this config, as asked (a batch or queue fitted to a small
+        data set is undone first, :func:`mixlab.engine.asked_config`)."""
+        return ((self.out / rundir.CONFIG).is_file()
+                and engine.asked_config(rundir.config(self.out)) == self.cfg.to_dict())
+
     def finished(self) -> bool:
-        """Trained to the end with this config: reused, not trained again (:mod:`mixlab.cache`)."""
-        return cache.is_current(self.out / "config.json", self.cfg.to_dict(), outputs=[self.out / "metrics.json"])
+        """Trained to the end with this config: reused, not trained again."""
+        return rundir.is_finished(self.out) and self.same_config()
 
 
 def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
@@ -50,7 +57,7 @@ def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, ov
 def run(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
         runs_dir: str | Path | None = None, results_dir: str | Path | None = None, force: bool = False) -> dict:
     """Train (or reuse) one run and publish its metrics; returns the metrics with ``run_dir``.
-    Folders left out are the profile's unpublished ones (:func:`mixlab.paths.outputs`). A run folder
+    Folders left out are the profile's unpublished ones (:func:`mixlab.utils.paths.outputs`). A run folder
     that an interrupted run of the same config left (a killed process or Dask worker) resumes from
     its checkpoint; one of another config, or any with ``force``, starts over. One process at a time
     trains a run folder (a lock beside it): a second caller waits, then reuses the finished run."""
@@ -59,22 +66,22 @@ def run(experiment: str, name: str, method: str, *, profile: str, seed: int, ove
     if force or not p.finished():
         with cache.exclusive(p.out.parent / f".{p.out.name}.lock", wait=True):
             if force or not p.finished():
-                _train(p.cfg, p.out, fresh=force)
+                _train(p, fresh=force)
     p.published.mkdir(parents=True, exist_ok=True)
-    for f in ("metrics.json", "config.json", "log.jsonl"):
+    for f in rundir.PUBLISHED:
         shutil.copyfile(p.out / f, p.published / f)
-    metrics = json.loads((p.out / "metrics.json").read_text())
-    return {**metrics, "name": name, "run_dir": str(p.out)}
+    return {**rundir.metrics(p.out), "name": name, "run_dir": str(p.out)}
 
 
-def _train(cfg: config_mod.RunConfig, out: Path, *, fresh: bool) -> dict:
-    """Resume ``out`` from its checkpoint when it holds one of ``cfg`` (unless ``fresh``), else train
-    ``cfg`` into it from scratch."""
-    if not fresh and (out / "checkpoint.pt").is_file() and cache.is_current(out / "config.json", cfg.to_dict()):
+def _train(p: Planned, *, fresh: bool) -> dict:
+    """Resume ``p.out`` from its checkpoint when it holds one of ``p.cfg`` (unless ``fresh``), else
+    train ``p.cfg`` into it from scratch."""
+    cfg, out = p.cfg, p.out
+    if not fresh and (out / rundir.CHECKPOINT).is_file() and p.same_config():
         print(f"[experiments] {out}: resuming from its checkpoint", flush=True)
         try:
             return engine.train(cfg, out, resume=True)
-        except engine.CheckpointError as exc:  # raised before any training: start over instead
+        except rundir.CheckpointError as exc:  # raised before any training: start over instead
             engine.warn(f"{exc}; training {out} from scratch")
     if out.exists():
         shutil.rmtree(out)
@@ -140,10 +147,10 @@ def show_markdown(text: str) -> None:
 
 def write_table(table, results_dir: str | Path, experiment: str, *, profile: str, note: str = "",
                 extra: tuple[str, ...] = (), metrics=("acc", "nmi", "ari")) -> Path:
-    """Write ``table.md`` (:func:`mixlab.report.write`) and ``table.csv`` under
+    """Write ``table.md`` (:func:`mixlab.workbook.report.write`) and ``table.csv`` under
     ``results_dir/experiment``, and ``table.json`` with the provenance."""
     root = paths.resolve(results_dir) / experiment
-    report.write(root / "table.md", format_table(table, metrics, extra=extra), writer="mixlab.experiments.write_table",
+    report.write(root / "table.md", format_table(table, metrics, extra=extra), writer="mixlab.workbook.experiments.write_table",
                  profile=profile, note=note)
     io.write_text(root / "table.csv", table.to_csv())
     io.write_json(root / "table.json", {"profile": profile, "provenance": provenance(profile=profile)})

@@ -1,6 +1,6 @@
 """Atomic file writes: a reader (or a killed run) never sees a half-written file.
 
-A relative path is taken from the workbook root (:func:`mixlab.paths.resolve`), not the working directory.
+A relative path is taken from the workbook root (:func:`mixlab.utils.paths.resolve`), not the working directory.
 Files get the mode a plain ``open(path, "w")`` would give them (0o666 less the umask: 0644 under the
 usual umask 022), not the 0600 of the temporary file they are written to."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from mixlab import paths
+from mixlab.utils import paths
 
 
 def _umask_now() -> int | None:
@@ -47,7 +47,7 @@ def file_mode() -> int:
     return 0o666 & ~(_UMASK if mask is None else mask)
 
 
-def _atomic(path: Path, write) -> None:
+def atomic(path: Path, write) -> None:
     path = paths.resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -65,7 +65,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def write_text(path, text: str) -> None:
-    _atomic(path, lambda fh: fh.write(text.encode()))
+    atomic(path, lambda fh: fh.write(text.encode()))
 
 
 def write_json(path, obj) -> None:
@@ -73,7 +73,7 @@ def write_json(path, obj) -> None:
 
 
 def torch_save(path, obj) -> None:
-    _atomic(path, lambda fh: torch.save(obj, fh))
+    atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def read_jsonl(path) -> list[dict]:

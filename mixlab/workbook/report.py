@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mixlab import io, paths
+from mixlab.utils import io, paths
 from mixlab.config import caveat
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 
 def header(writer: str, profile: str) -> str:

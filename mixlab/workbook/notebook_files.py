@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mixlab.paths import REPO
+from mixlab.utils.paths import REPO
 
 KERNEL = "python3"
 PAIRING = "formats: ipynb,py:percent"

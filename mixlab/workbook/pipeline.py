@@ -2,22 +2,24 @@
 
 Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
 ``notebooks/params/<profile>/<notebook>.yaml``, plus ``publish=True``: a pass writes the profile's
-published folders (:func:`mixlab.paths.outputs`: ``results/`` and ``figures/`` on cpu, nothing
+published folders (:func:`mixlab.utils.paths.outputs`: ``results/`` and ``figures/`` on cpu, nothing
 tracked on smoke). Executed copies go to ``runs/<profile>/notebooks/`` (git-ignored), all under the
-workbook root (:mod:`mixlab.paths`); the claims every notebook wrote (``results/<experiment>/claims.json``) are
+workbook root (:mod:`mixlab.utils.paths`); the claims every notebook wrote (``results/<experiment>/claims.json``) are
 gathered into ``results/claims.md``. Each notebook runs with its working directory in
 ``notebooks/``, as in JupyterLab. A notebook whose source, parameters and library code are
 unchanged since its last successful execution is skipped unless forced. A failure stops the
 pipeline with the notebook's name and the path of its executed copy; everything finished before it
 stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered copy committed under
-``docs/`` (cpu profile, papermill runner), so that they can be read without running.
+``docs/`` (cpu profile, papermill runner), so that they can be read without running. The runs
+of all notebooks go to one Dask cluster, started here or joined (:func:`shared_cluster`), so that
+they spread over every worker instead of running one notebook's after another.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import heapq
 import json
-import math
+import os
 import re
 import shutil
 import time
@@ -25,10 +27,13 @@ from pathlib import Path
 
 import yaml
 
-from mixlab import cache, claims, io, notebook_files, paths, report
+from mixlab.utils import cache, io, paths
+from mixlab.workbook import claims, notebook_files, report
+from mixlab import rundir
 from mixlab.config import PROFILES, ConfigError, load_yaml
-from mixlab.experiments import mean_std
-from mixlab.provenance import REPO, provenance
+from mixlab.workbook.experiments import mean_std
+from mixlab.workbook.grid import expected_wall_seconds, longest_first
+from mixlab.utils.provenance import REPO, provenance
 
 
 # notebooks whose executed copy (outputs and figures inlined) is written into the repository on the cpu profile
@@ -70,7 +75,7 @@ def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
 
 def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
     """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` (built from the
-    ``.py``, :func:`mixlab.notebook_files.build`); raise NotebookFailed."""
+    ``.py``, :func:`mixlab.workbook.notebook_files.build`); raise NotebookFailed."""
     import tempfile
 
     import papermill
@@ -102,13 +107,11 @@ def render(executed: Path, out_dir: Path) -> list[Path]:
     return [html]
 
 
-def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
-    """Run the notebook's paired ``py:percent`` file cell by cell, without Jupyter, injecting
-    ``params`` right after the cell tagged ``parameters`` (what papermill does). For machines
-    without papermill (the lent GPU); figures and results are the same, only the executed
-    ``.ipynb`` copy is replaced by a log."""
-    import contextlib
-    import io as _io
+def run_cells(name: str, params: dict, root: Path = REPO, *, until_tag: str | None = None) -> dict:
+    """Execute ``notebooks/<name>.py`` cell by cell in this process, without Jupyter, injecting
+    ``params`` right after the cell tagged ``parameters`` (what papermill does), with the working
+    directory in ``notebooks/`` (as in the lab); stop after the first cell tagged ``until_tag``
+    (``"grid"``: just declare the notebook's runs). Returns the notebook's namespace."""
     import os
 
     source = (root / "notebooks" / f"{name}.py").read_text()
@@ -120,23 +123,36 @@ def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) ->
         else:
             current.append(line)
     cells.append(current)
-    out = out_dir / f"{name}.log"
-    out.parent.mkdir(parents=True, exist_ok=True)
     namespace: dict = {"__name__": "__main__"}
     cwd = os.getcwd()
+    os.chdir(root / "notebooks")
+    try:
+        for i, cell in enumerate(cells):
+            if not cell or cell[0].startswith("# %% [markdown]"):
+                continue
+            exec(compile("".join(cell), f"{name}.py:cell{i}", "exec"), namespace)  # noqa: S102
+            if "parameters" in cell[0]:
+                namespace.update(params)
+            if until_tag and f'"{until_tag}"' in cell[0]:
+                break
+    finally:
+        os.chdir(cwd)
+    return namespace
+
+
+def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
+    """:func:`run_cells` on the whole notebook, its output in a log. For machines without
+    papermill (the lent GPU); figures and results are the same, only the executed ``.ipynb``
+    copy is replaced by the log."""
+    import contextlib
+
+    out = out_dir / f"{name}.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        os.chdir(root / "notebooks")
         try:
-            for i, cell in enumerate(cells):
-                if not cell or cell[0].startswith("# %% [markdown]"):
-                    continue
-                exec(compile("".join(cell), f"{name}.py:cell{i}", "exec"), namespace)  # noqa: S102
-                if "parameters" in cell[0]:
-                    namespace.update(params)
+            run_cells(name, params, root)
         except Exception as exc:  # noqa: BLE001 - report which notebook failed, keep its log
             raise NotebookFailed(f"notebook {name} failed ({type(exc).__name__}: {exc}); its log is {out}") from None
-        finally:
-            os.chdir(cwd)
     return out
 
 
@@ -177,23 +193,6 @@ def run_all(run_one, todo: list[tuple], jobs: int) -> dict:
     return done
 
 
-def longest_first(names: list[str], expected: dict[str, float]) -> list[str]:
-    """``names`` by decreasing expected seconds, a notebook without a time first (it may be the
-    longest), ties in the given order. Started in this order on N workers the wall time is at most
-    4/3 of the best order's (Graham's longest-processing-time rule)."""
-    return sorted(names, key=lambda name: -expected.get(name, math.inf))
-
-
-def expected_wall_seconds(names: list[str], expected: dict[str, float], jobs: int) -> float:
-    """Wall time of running ``names`` in this order, ``jobs`` at a time, if each took its expected
-    seconds (each next one starts on the first free worker); runs side by side also share the
-    cores, so a real run takes longer (benchmarks/side_by_side.py measures by how much)."""
-    free = [0.0] * jobs
-    for name in names:
-        heapq.heapreplace(free, free[0] + expected.get(name, 0.0))
-    return max(free)
-
-
 def reused_run_seconds(notebook: str, profile: str, since: float) -> float:
     """Training seconds of the runs a notebook's pass reused instead of training them: each run it
     published during the pass (``results_dir/<notebook>/<run>-seed<s>/metrics.json`` written at or
@@ -204,9 +203,9 @@ def reused_run_seconds(notebook: str, profile: str, since: float) -> float:
     dirs = paths.outputs(profile, publish=True)
     runs = paths.resolve(dirs.runs_dir) / notebook
     total = 0.0
-    for published in (paths.resolve(dirs.results_dir) / notebook).glob("*-seed*/metrics.json"):
+    for published in (paths.resolve(dirs.results_dir) / notebook).glob(f"*-seed*/{rundir.METRICS}"):
         run, seed = published.parent.name.rsplit("-seed", 1)
-        trained = runs / run / f"seed{seed}" / "metrics.json"
+        trained = runs / run / f"seed{seed}" / rundir.METRICS
         if published.stat().st_mtime >= since and trained.is_file() and trained.stat().st_mtime < since:
             total += json.loads(trained.read_text()).get("wall_time_s", 0.0)
     return round(total, 1)
@@ -217,16 +216,54 @@ def from_empty_seconds(row: dict) -> float | None:
     return None if row.get("seconds") is None else round(row["seconds"] + row.get("reused_seconds", 0.0), 1)
 
 
+GRID_CELL = re.compile(r'^# %%.*\btags=\[[^\]]*"grid"', re.M)
+
+
+def has_grid(name: str, root: Path = REPO) -> bool:
+    """The notebook declares a grid of runs (a cell tagged ``grid``): :func:`mixlab.workbook.grid.submit` sends them to Dask."""
+    return bool(GRID_CELL.search((root / "notebooks" / f"{name}.py").read_text()))
+
+
+@contextlib.contextmanager
+def shared_cluster(scheduler: str | None = None):
+    """Join the Dask scheduler at ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or start one local
+    cluster sized to this machine (:func:`mixlab.workbook.grid.client`), and give its address to every
+    notebook kernel started in the block (``$MIXLAB_SCHEDULER``): the runs of all notebooks share
+    its workers."""
+    from mixlab.workbook import grid
+
+    before = os.environ.get("MIXLAB_SCHEDULER")
+    if scheduler:
+        os.environ["MIXLAB_SCHEDULER"] = scheduler
+    try:
+        try:
+            client = grid.client()
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {os.environ['MIXLAB_SCHEDULER']}: {exc}") from None
+        os.environ["MIXLAB_SCHEDULER"] = client.scheduler.address
+        yield client
+    finally:
+        os.environ.pop("MIXLAB_SCHEDULER", None)
+        if before is not None:
+            os.environ["MIXLAB_SCHEDULER"] = before
+
+
 def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
-              runner: str | None = None, jobs: int = 1, root: Path = REPO) -> list[dict]:
+              runner: str | None = None, jobs: int | None = None, scheduler: str | None = None,
+              root: Path = REPO) -> list[dict]:
     """Run the manifest for ``profile``, ``jobs`` notebooks at a time (papermill runs each in its own
     kernel; the script runner runs in this process, so one at a time; with ``jobs`` > 1 the longest
     start first, by their last times in ``results/timings.json``); returns one record per
     notebook (skipped or run, seconds). On a failure no further notebook starts, the running ones
-    finish and keep their results, and the first failure is raised."""
+    finish and keep their results, and the first failure is raised.
+
+    The runs of the notebooks' grids (:mod:`mixlab.workbook.grid`) all go to one Dask cluster: the scheduler
+    ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or a local cluster sized to this machine started
+    here; ``jobs`` left out is then every notebook at once (they wait for their runs side by side),
+    else 1."""
     if profile not in PROFILES:
         raise ConfigError(f"profile {profile!r} is not valid; choose one of: {', '.join(PROFILES)}")
-    if not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be a whole number >= 1 (notebooks run at once), got {jobs!r}")
     names = manifest(root)
     unknown = sorted(set(only or []) - set(names))
@@ -268,18 +305,20 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     results_dir = paths.resolve(paths.outputs(profile, publish=True).results_dir)
     timings = results_dir / TIMINGS
     committed = json.loads(timings.read_text()) if timings.is_file() else None
-    if jobs > 1 and runner != "papermill" and len(todo) > 1:
+    if (jobs or 1) > 1 and runner != "papermill" and len(todo) > 1:
         print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
-    jobs = jobs if runner == "papermill" else 1
+    on_dask = (scheduler or os.environ.get("MIXLAB_SCHEDULER")) != "none" and any(has_grid(t[0], root) for t in todo)
+    jobs = (jobs or (len(todo) if on_dask else 1)) if runner == "papermill" else 1
     if jobs > 1 and len(todo) > 1:
         expected = {name: from_empty_seconds(row) for name, row in (committed or {}).items()}
         order = longest_first([task[0] for task in todo], expected)
         todo.sort(key=lambda task: order.index(task[0]))
         print(f"[reproduce] {jobs} at a time, longest first by their last times ({TIMINGS}): {', '.join(order)};"
-              f" about {expected_wall_seconds(order, expected, jobs) / 60:.0f} min if each takes its last time"
-              " from an empty runs/"
-              " (side by side they share the cores: expect more)", flush=True)
-    done.update(run_all(run_one, todo, jobs))
+              + (" their runs share one Dask cluster, the longest runs first" if on_dask else
+                 f" about {expected_wall_seconds(order, expected, jobs) / 60:.0f} min if each takes its last time"
+                 " from an empty runs/ (side by side they share the cores: expect more)"), flush=True)
+    with shared_cluster(scheduler) if on_dask else contextlib.nullcontext():
+        done.update(run_all(run_one, todo, jobs))
     records = [done[name] for name in names if name in done]
     rows = with_earlier_runs(records, names, state_dir, committed)
     io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"],

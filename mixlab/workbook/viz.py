@@ -7,15 +7,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from mixlab import io, paths
+from mixlab.utils import io, paths
+from mixlab import rundir
 from mixlab.config import caveat
-from mixlab.provenance import provenance
+from mixlab.utils.provenance import provenance
 
 
 def savefig(fig, name: str, figures_dir: str | Path | None = None, *, profile: str = "smoke", **meta) -> None:
     """Write ``figures_dir/name.png`` and ``.pdf`` and a ``name.json`` sidecar of provenance
     (a relative ``figures_dir`` is taken from the workbook root; none: the profile's unpublished
-    figures folder, :func:`mixlab.paths.outputs`).
+    figures folder, :func:`mixlab.utils.paths.outputs`).
 
     Before saving, every axis labelled "epoch" gets integer ticks, and on the ``smoke`` profile the
     figure is stamped with :data:`~mixlab.config.SMOKE_NOTE`. Returns nothing, so a notebook cell
@@ -30,21 +31,6 @@ def savefig(fig, name: str, figures_dir: str | Path | None = None, *, profile: s
     fig.savefig(path, dpi=130, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     io.write_json(path.with_suffix(".json"), {"figure": name, "profile": profile, **meta, "provenance": provenance()})
-
-
-def read_log(run_dir: str | Path) -> list[dict]:
-    """The per-epoch rows of a run's ``log.jsonl``."""
-    return io.read_jsonl(paths.resolve(run_dir) / "log.jsonl")
-
-
-def load_snapshot(run_dir: str | Path, epoch: int) -> dict:
-    """A saved snapshot (index, embedding, posterior, labels) of a run at ``epoch``."""
-    with np.load(paths.resolve(run_dir) / "snapshots" / f"epoch_{epoch:03d}.npz") as data:
-        return {k: data[k] for k in data.files}
-
-
-def snapshot_epochs(run_dir: str | Path) -> list[int]:
-    return sorted(int(p.stem.split("_")[1]) for p in (paths.resolve(run_dir) / "snapshots").glob("epoch_*.npz"))
 
 
 def embed_2d(x: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -100,7 +86,7 @@ def cluster_size_hist(ax, posterior: np.ndarray, title: str = "") -> None:
 
 def runs_frame(rows: list[dict], keys=("acc", "nmi", "ari")):
     """Tidy per-run table for seaborn: one row per (run name, seed, metric) from the rows
-    :func:`mixlab.experiments.run` (or a baseline) returns; values in percent."""
+    :func:`mixlab.workbook.experiments.run` (or a baseline) returns; values in percent."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -113,11 +99,11 @@ def runs_frame(rows: list[dict], keys=("acc", "nmi", "ari")):
 
 def logs_frame(rows: list[dict]):
     """Tidy per-epoch table for seaborn: every row of every run's ``log.jsonl``, with its run
-    ``name`` and ``seed`` (``rows`` as :func:`mixlab.experiments.run` returns them)."""
+    ``name`` and ``seed`` (``rows`` as :func:`mixlab.workbook.experiments.run` returns them)."""
     import pandas as pd
 
     return pd.DataFrame([{**line, "name": r["name"], "seed": r["seed"]}
-                         for r in rows for line in read_log(r["run_dir"])])
+                         for r in rows for line in rundir.log(r["run_dir"])])
 
 
 def training_curves(axes, rows: list[dict], keys: list[str], x: str = "epoch") -> None:
@@ -143,7 +129,8 @@ def bars(ax, rows: list[dict], metrics=("acc", "nmi", "ari")) -> None:
 
     frame = runs_frame(rows, metrics)
     sns.barplot(frame, x="metric", y="value", hue="name", errorbar=None, alpha=0.8, ax=ax)
-    sns.stripplot(frame, x="metric", y="value", hue="name", dodge=True, color="black", size=3, legend=False, ax=ax)
+    sns.stripplot(frame, x="metric", y="value", hue="name", dodge=True, palette=dict.fromkeys(frame["name"].unique(), "black"),
+                  size=3, legend=False, ax=ax)
     ax.set_ylim(0, 100)
     ax.set_xlabel("")
     ax.set_ylabel("% (bar: mean; points: seeds)")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import torch
 
-from mixlab.paths import REPO
+from mixlab.utils.paths import REPO
 
 CODE = ("mixlab", "notebooks", "benchmarks", "pyproject.toml", "requirements.txt")
 

@@ -12,12 +12,12 @@ seed-to-seed variability in, and :func:`paired_t` gives the seed-level test besi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
 from scipy.optimize import linear_sum_assignment
 
+from mixlab import rundir
 from mixlab.metrics import contingency
 
 __all__ = ["matched_correct", "mcnemar", "paired_test", "pairwise_pvalues", "paired_t", "pvalue_report"]
@@ -121,13 +121,13 @@ def pvalue_report(rows: Sequence[dict], reference: str, *, profile: str):
     """Markdown and table of :func:`pairwise_pvalues` for the methods of ``rows`` (supplement
     Table 3 layout), then ``reference`` against each other method: pooled McNemar
     (:func:`paired_test`) beside the paired t-test over seeds on ACC (:func:`paired_t`).
-    ``rows`` are :func:`mixlab.experiments.run` rows (``name``, ``seed``, ``acc``, ``run_dir``
+    ``rows`` are :func:`mixlab.workbook.experiments.run` rows (``name``, ``seed``, ``acc``, ``run_dir``
     holding ``predictions.npz``); returns ``(markdown, DataFrame)``."""
     labels, preds, acc = {}, {}, {}
     for r in sorted(rows, key=lambda r: int(r["seed"])):
-        with np.load(Path(r["run_dir"]) / "predictions.npz") as z:
-            labels.setdefault(r["name"], []).append(z["labels"])
-            preds.setdefault(r["name"], []).append(z["posterior"].astype(np.float32).argmax(1))
+        z = rundir.predictions(r["run_dir"])
+        labels.setdefault(r["name"], []).append(z["labels"])
+        preds.setdefault(r["name"], []).append(z["posterior"].astype(np.float32).argmax(1))
         acc.setdefault(r["name"], []).append(float(r["acc"]))
     if reference not in preds:
         raise ValueError(f"reference {reference!r} has no runs; known: {', '.join(preds)}")

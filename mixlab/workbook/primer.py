@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, linear_sum_assignment
 
-from mixlab import io
+from mixlab.utils import io
 from mixlab.mixture import banerjee_kappa, elbo, gmm, vmf_mean_resultant_length
 from mixlab.mixture.tcc import gumbel_softmax, kl_to_uniform
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixlab import cache, io, paths
+from mixlab.utils import cache, io, paths
 from mixlab.metrics import cluster_sizes, evaluate
 
 NAMES = ("k-means (pixels)", "PCA + k-means", "UMAP + k-means")
@@ -129,12 +129,12 @@ def settings_of(train_cfg) -> Settings:
 
 
 def beside(table, train_cfg, seeds=(0,), *, runs_dir: str | Path = "runs", names=NAMES):
-    """``table`` (from :func:`mixlab.experiments.summarize`) with the baselines' rows appended,
+    """``table`` (from :func:`mixlab.workbook.experiments.summarize`) with the baselines' rows appended,
     on the same images as ``train_cfg``; metrics the baselines lack are NaN (shown as "–"), other
     columns they lack are empty."""
     import pandas as pd
 
-    from mixlab.experiments import summarize
+    from mixlab.workbook.experiments import summarize
 
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     base = summarize(rows(settings_of(train_cfg), seeds, runs_dir=runs_dir, names=names), metrics=metrics)

@@ -19,7 +19,7 @@ equivalence test (two one-sided t-tests, TOST, margin ``margin``): ``held`` when
 two-sided t-test rejects d = 0 and |mean(d)| ≥ margin, else ``undecided``.
 
 The exact Wilcoxon signed-rank p-value is shown beside it; it never decides (with 3 seeds its
-smallest two-sided p is 0.25). Per-image tests (McNemar, :mod:`mixlab.stats`) condition on the
+smallest two-sided p is 0.25). Per-image tests (McNemar, :mod:`mixlab.workbook.stats`) condition on the
 trained models and do not decide either when seeds vary.
 
 Each notebook writes its claims with :func:`write` (``results_dir/<experiment>/claims.json``);
@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from mixlab import io, paths, report
-from mixlab.provenance import provenance
-from mixlab.stats import paired_t
+from mixlab.utils import io, paths
+from mixlab.workbook import report
+from mixlab.utils.provenance import provenance
+from mixlab.workbook.stats import paired_t
 
 ALPHA = 0.05
 DIRECTIONS = ("greater", "less", "equal")
@@ -102,6 +103,21 @@ def _equivalence(d: np.ndarray, margin: float, alpha: float, p_two_sided: float)
     return "undecided"
 
 
+def minimum_detectable_effect(n_seeds: int, spread: float, *, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The smallest true mean difference the paired t-test over ``n_seeds`` detects with
+    probability ``power`` at ``alpha`` (two-sided), when the per-seed differences have standard
+    deviation ``spread``: MDE = d* · spread, d* the standardized effect solving the noncentral-t
+    power equation (statsmodels ``TTestPower``). NaN with fewer than 2 seeds; 0 with no spread."""
+    from statsmodels.stats.power import TTestPower
+
+    if n_seeds < 2 or not math.isfinite(spread):
+        return float("nan")
+    if spread == 0:
+        return 0.0
+    d = TTestPower().solve_power(effect_size=None, nobs=n_seeds, alpha=alpha, power=power, alternative="two-sided")
+    return float(d) * spread
+
+
 def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
           seeds: Sequence[int] | None = None, alpha: float = ALPHA) -> Verdict:
     """Effect, paired t-test over seeds and the verdict of ``claim`` (see the module docstring)."""
@@ -133,7 +149,7 @@ def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
 
 
 def judge_rows(claim: Claim, rows: Sequence[dict], *, alpha: float = ALPHA) -> Verdict:
-    """:func:`judge` on the rows of :func:`mixlab.experiments.run` (``name``, ``seed``, metrics),
+    """:func:`judge` on the rows of :func:`mixlab.workbook.experiments.run` (``name``, ``seed``, metrics),
     paired by seed over the seeds both arms ran."""
     by = {name: {int(r["seed"]): float(r[claim.metric]) for r in rows if r["name"] == name} for name in (claim.a, claim.b)}
     for name, values in by.items():
@@ -221,11 +237,13 @@ def format_table(records: Sequence[dict | Verdict]) -> str:
     def row(r: dict) -> list:
         c = r["claim"]
         effect = f"{_num(r['effect_mean'], c['metric'])} ± {_num(r['effect_std'], c['metric']).lstrip('+')}"
-        return [c["source"], c["claim"], c["metric"].upper(), effect, len(r["seeds"]), _p(r["p_t"], r["effect_std"]),
-                _p(r["p_wilcoxon"]), f"**{r['verdict']}**", r.get("experiment", "")]
+        mde = minimum_detectable_effect(len(r["seeds"]), r["effect_std"], alpha=r.get("alpha", ALPHA))
+        return [c["source"], c["claim"], c["metric"].upper(), effect, len(r["seeds"]),
+                _num(mde, c["metric"]).lstrip("+"), _p(r["p_t"], r["effect_std"]), _p(r["p_wilcoxon"]),
+                f"**{r['verdict']}**", r.get("experiment", "")]
 
-    return report.table(["source", "claim", "metric", "A − B (mean ± std)", "seeds", "paired t p", "Wilcoxon p",
-                         "verdict", "experiment"], map(row, records))
+    return report.table(["source", "claim", "metric", "A − B (mean ± std)", "seeds", "MDE (80 % power)", "paired t p",
+                         "Wilcoxon p", "verdict", "experiment"], map(row, records))
 
 
 def write_table(results_dir: str | Path, profile: str) -> Path | None:
@@ -236,7 +254,9 @@ def write_table(results_dir: str | Path, profile: str) -> Path | None:
     alpha = {r.get("alpha", ALPHA) for r in records}
     head = (f"Unit of test: the training seed. The two-sided paired t-test over seeds decides at"
             f" α = {', '.join(map(str, sorted(alpha)))}; equality claims use TOST with their margin;"
-            " the exact Wilcoxon signed-rank p is shown only. Effects are A − B: percentage points for ACC,"
+            " the exact Wilcoxon signed-rank p is shown only. MDE is the smallest true difference that test"
+            " detects with 80 % power at the claim's seeds and measured spread of A − B: an undecided claim"
+            " whose paper effect is below it needs more seeds, not another reading. Effects are A − B: percentage points for ACC,"
             " NMI, ARI, AMI and the probes, the metric's own unit otherwise.\n\n")
     counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
     tail = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(records)} claims.\n"
