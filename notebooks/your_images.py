@@ -25,7 +25,8 @@
 # are merged by SiamMM's rule (Wang, Huang & Liang, arXiv 2024, Eq. 11): clusters i, j merge when
 # their standardised centroid distance (Z_ij − E Z) / SE Z is below ζ. SiamMM merges during
 # training, once per epoch; for the other methods the same rule runs after training on the learned
-# embeddings (`mixlab/workbook/choose_k.py`). K0 and ζ are SiamMM's own values for the profile.
+# embeddings (`mixlab/workbook/choose_k.py`). K0 and ζ are SiamMM's own values for the profile,
+# K0 at most one initial cluster per ~13 images of the folder (the paper's ratio).
 #
 # With `images = None` the notebook writes and clusters a generated example folder (`example`:
 # drawn shapes, or a Fashion-MNIST subset as PNG files) under `runs_dir`; your own folder is the
@@ -58,7 +59,7 @@ import numpy as np
 from mixlab.workbook import choose_k, grid, viz
 from mixlab import evaluation, metrics, rundir
 from mixlab.utils import io, paths
-from mixlab.data import example_images
+from mixlab.data import example_images, folder
 from mixlab.utils.provenance import provenance
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
@@ -71,7 +72,8 @@ if images is None:
         write = {"shapes": example_images.write_shapes, "fashion-mnist": example_images.write_fashion_mnist}[example]
         write(images, example_size)
     print(f"no folder given: clustering the generated example folder {images}")
-overrides = choose_k.overrides(method, profile, n_clusters)
+n_images = len(folder.scan(Path(images).expanduser()).paths)
+overrides = choose_k.overrides(method, profile, n_clusters, n_images)
 for section, values in settings.items():
     overrides.setdefault(section, {}).update(values)
 overrides.setdefault("train", {})["dataset"] = f"folder:{images}"
@@ -97,7 +99,7 @@ print(f"{len(data)} images, {spec['channels']} channel(s) at {spec['stored_size'
 # ## Choose K (when `n_clusters` is None)
 
 # %%
-k_rule = choose_k.settings(profile)
+k_rule = choose_k.settings(profile, n_images)
 if n_clusters is None and method == "siammm":
     trajectory = choose_k.siammm_trajectory(rundir.log(run["run_dir"]), k_rule["k0"])
     how = "SiamMM, Eq. 11 after every epoch"

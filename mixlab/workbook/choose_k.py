@@ -17,7 +17,9 @@ handful of clusters (with three clusters no z-score can reach -1.2); SiamMM itse
 epoch, so its K depends on the number of epochs too.
 
 K0 and zeta are SiamMM's own profile values (its ``n_clusters`` and ``zeta``), so every method
-starts from the same K0 and merges by the same threshold (:func:`settings`).
+starts from the same K0 and merges by the same threshold (:func:`settings`). On a data set smaller
+than the profile's, K0 keeps the paper's ratio of images per initial cluster (K = 100k for
+ImageNet's 1,281,167 training images, about 13 each): K0 = min(profile's K0, N / 12.8).
 """
 from __future__ import annotations
 
@@ -28,16 +30,22 @@ from mixlab.mixture.merge import merge_clusters
 __all__ = ["settings", "overrides", "merge_on_embeddings", "group_assignments", "siammm_trajectory"]
 
 
-def settings(profile: str) -> dict:
-    """``{"k0", "zeta", "min_clusters"}``: SiamMM's initial K, Eq. 11 threshold and floor on ``profile``."""
+IMAGES_PER_INITIAL_CLUSTER = 1_281_167 / 100_000  # SiamMM's K0 = 100k on ImageNet's training images
+
+
+def settings(profile: str, n_images: int | None = None) -> dict:
+    """``{"k0", "zeta", "min_clusters"}``: SiamMM's initial K, Eq. 11 threshold and floor on
+    ``profile``; K0 at most ``n_images`` / :data:`IMAGES_PER_INITIAL_CLUSTER` when given."""
     from mixlab.config import resolve
 
     p = resolve("siammm", profile).params
-    return {"k0": p.n_clusters, "zeta": p.zeta, "min_clusters": p.min_clusters}
+    k0 = p.n_clusters if n_images is None else max(2, min(p.n_clusters, round(n_images / IMAGES_PER_INITIAL_CLUSTER)))
+    return {"k0": k0, "zeta": p.zeta, "min_clusters": p.min_clusters}
 
 
-def overrides(method: str, profile: str, n_clusters: int | None) -> dict:
-    """Method overrides for a run with ``n_clusters`` (None: K0 of :func:`settings`, merged later).
+def overrides(method: str, profile: str, n_clusters: int | None, n_images: int | None = None) -> dict:
+    """Method overrides for a run with ``n_clusters`` (None: K0 of :func:`settings` for
+    ``n_images`` images, merged later).
 
     SiamMM with a given K trains without merging; with None it merges during training. MiCE's MMD
     prototypes need ``embed_dim >= K - 1``, so its embedding grows to K - 1 when K is larger.
@@ -46,7 +54,7 @@ def overrides(method: str, profile: str, n_clusters: int | None) -> dict:
 
     if n_clusters is not None and (not isinstance(n_clusters, int) or n_clusters < 2):
         raise ValueError(f"n_clusters={n_clusters!r} must be an integer >= 2, or null to start from K0 and merge")
-    k = n_clusters or settings(profile)["k0"]
+    k = n_clusters or settings(profile, n_images)["k0"]
     out: dict = {"n_clusters": k}
     if method == "siammm":
         out["merge"] = n_clusters is None
