@@ -54,7 +54,7 @@ from mixlab.workbook import experiments, grid, viz
 from mixlab.utils import paths
 from mixlab.data import load
 from mixlab.evaluation import extract
-from mixlab.methods.nmm import synthesize_cluster_input, topk_images
+from mixlab.workbook.nmm_figures import synthesize_cluster_input, topk_images
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
 

@@ -57,7 +57,7 @@ from mixlab.utils import io, paths
 from mixlab import rundir
 from mixlab.data import load
 from mixlab.workbook.grid import Run, submit  # not `from mixlab import grid`: `grid` is a parameter here
-from mixlab.methods.nmm import points_overrides
+from mixlab.workbook.nmm_figures import points_overrides
 from mixlab.mixture import nmm as M
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing

@@ -33,7 +33,7 @@
 # instance-level loss, and with CC's cluster representation r_k = [π_1(k), …, π_B(k)] (Eq. 6, top),
 # which is indexed by batch position. Everything the supplement leaves open (the form of q and of
 # the query, temperatures, α, the queue, the EMA rate, the symmetric NT-Xent over clusters) is a
-# field of `TCC.Config` marked "mixlab's choice"; see `mixlab/methods/tcc.py`. The supplement follows
+# field of `TCCConfig` marked "mixlab's choice"; see `mixlab/methods/tcc.py`. The supplement follows
 # MiCE, so the optimisation, the instance temperature τ = 1.0, the queue and the EMA rate are MiCE's
 # App. D settings, adapted to each profile's batch, epochs and data size by the rules written in
 # `mixlab/profiles/tcc.yaml` (the cluster temperature is CC's 1.0). Three choices
@@ -77,7 +77,7 @@ runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<pr
 torch.set_num_threads(2)
 t0 = time.time()
 EXP = "tcc"
-VARIANTS = {  # name -> TCC.Config overrides
+VARIANTS = {  # name -> TCCConfig overrides
     "tcc": {},                                  # the full objective
     "no-cluster-loss": {"cluster_weight": 0.0},  # instance-level ELBO only
     "no-instance-loss": {"instance_weight": 0.0},  # cluster-level contrast only

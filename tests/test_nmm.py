@@ -9,7 +9,8 @@ import torch
 from mixlab import engine
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec
-from mixlab.methods.nmm import NMM, NMMConfig, RelevanceNorm, points_overrides, topk_images
+from mixlab.methods.nmm import NMM, NMMConfig, RelevanceNorm
+from mixlab.workbook.nmm_figures import points_overrides, topk_images
 from mixlab.mixture import nmm as M
 
 

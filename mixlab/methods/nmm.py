@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from mixlab.utils.checks import ConfigError, check_choice, check_positive
-from mixlab.methods.base import DataSpec, Method, evaluating
+from mixlab.methods.base import DataSpec, Method
 from mixlab.mixture.nmm import (
     consistency_loss,
     density,
@@ -50,8 +50,6 @@ from mixlab.mixture.nmm import (
     log_density,
     log_posterior,
     normalize_relevance,
-    synthesize_input,
-    topk_by_relevance,
 )
 from mixlab.nets import build_backbone, running_stats_frozen
 from mixlab.utils.precision import full_precision
@@ -61,7 +59,7 @@ if TYPE_CHECKING:
 
 import mixlab.data.bottleneck  # noqa: F401,E402  (registers the `fashion-bottleneck2d` dataset, §8.1)
 
-__all__ = ["NMM", "RelevanceNorm", "points_overrides", "topk_images", "synthesize_cluster_input"]
+__all__ = ["NMM", "NMMConfig", "RelevanceNorm"]
 
 
 @dataclass
@@ -257,41 +255,3 @@ def _diagnostics(log_p: Tensor, log_h: Tensor | None) -> dict:
         mean_h = log_h.exp().mean(0)
         out["mean_h_min"], out["mean_h_max"] = mean_h.min(), mean_h.max()
     return {k: v.detach() for k, v in out.items()}
-
-
-# ---- settings and §8.3 helpers shared by notebooks and tests -------------------------------------
-def points_overrides(dataset: str = "blobs2d", *, normalize: bool = True, epochs: int = 10,
-                     n_clusters: int = 10) -> dict:
-    """§8.1's 2-D setting: MLP 2-32-32-K, EM loss Eq. 6 only, batch 128, gamma 5, Adam 1e-3, no
-    augmentation; "the algorithm converges within ten epochs"."""
-    return {"train": {"dataset": dataset, "subset": None, "backbone": "mlp", "augment": "none",
-                      "sobel": False, "batch_size": 128, "epochs": epochs, "schedule": "constant",
-                      "image_size": None, "eval_batch_size": 4096},
-            "method": {"objective": "em", "em_loss": "eq6", "normalize": normalize, "density_gamma": 5.0,
-                       "lr_em": 1e-3, "n_clusters": n_clusters}}
-
-
-@torch.no_grad()
-def topk_images(method: NMM, inputs: Tensor, k: int = 10, batch_size: int = 1024) -> Tensor:
-    """Fig. 8: indices ``[K, k]`` of the k inputs with the highest relevance a_ij per cluster
-    (eval mode; ``inputs`` already preprocessed, e.g. ``augmenter.clean(images)``)."""
-    with evaluating(method):
-        scores = torch.cat([method.relevance(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)])
-    return topk_by_relevance(scores, k)
-
-
-def synthesize_cluster_input(method: NMM, cluster: int, preprocess, shape, **kw) -> tuple[Tensor, Tensor]:
-    """Fig. 8: a [0, 1] image of ``shape`` (e.g. (1, 28, 28)) maximizing relevance neuron ``cluster``
-    "before the activation" by gradient ascent (:func:`mixlab.mixture.nmm.synthesize_input`);
-    ``preprocess`` maps it to the network input (``augmenter.clean``: Sobel for NMM). Eval mode,
-    parameters untouched."""
-    req = [p.requires_grad for p in method.parameters()]
-    method.requires_grad_(False)
-    device = next(method.parameters()).device
-    try:
-        with evaluating(method):
-            return synthesize_input(lambda img: method.relevance(preprocess(img))[:, cluster], shape,
-                                    device=device, **kw)
-    finally:
-        for p, r in zip(method.parameters(), req):
-            p.requires_grad_(r)

@@ -474,3 +474,6 @@ class SiamMM(Method):
         with full_precision(z):
             return vmf_mixture_log_posterior(z, self.mu, self.kappa, self.log_frac,
                                              kappa_dim=self.kappa_dim).exp()
+
+
+__all__ = ["SiamMM", "SiamMMConfig", "check_mixture_memory"]

@@ -13,7 +13,7 @@ Gumbel-softmax sample ``c`` per image per step, links two tracks trained end to 
 
 Prediction is ``argmax_k q(k|x)`` on clean images; ``embed`` is the normalized embedding ``h``.
 
-Only the supplement is available. Everything it does not fix is a field of :class:`TCC.Config`
+Only the supplement is available. Everything it does not fix is a field of :class:`TCCConfig`
 whose comment says "mixlab's choice". The math lives in
 :mod:`mixlab.mixture.tcc`.
 
@@ -41,11 +41,79 @@ from mixlab.nets import ProjectionHead, build_backbone
 from mixlab.utils.precision import full_precision
 
 
+@dataclass
+class TCCConfig:
+    """TCC's settings; where the supplement fixes nothing the comment says "mixlab's choice" or gives the rule."""
+
+    n_clusters: int = 10
+    embed_dim: int = 128            # d of h, v, mu (mixlab's choice; MiCE uses 128)
+    proj_hidden: int = 512          # projection MLP hidden width (mixlab's choice)
+    proj_layers: int = 2            # projection MLP depth (mixlab's choice)
+    prototype_init: str = "mmd"     # "mmd" | "random": init of the learnable prototypes mu (mixlab's choice)
+    # The supplement fixes none of the temperatures; each default below is derived from K by a rule
+    # stated before any run (no score, no labels): see mixlab.mixture.tcc for the derivations.
+    assign_temperature: float | None = None  # t in q(k|x) = softmax(<mu_k, h>/t); None = the largest t
+    #                                 at which q can reach 0.99 on a simplex prototype (K = 10: 0.164)
+    gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
+    gumbel_temperature: float | None = None  # lambda of the Gumbel-softmax; None = 1/(K-1), the largest
+    #                                 lambda with a log-convex Concrete density (Maddison et al. 2017)
+    kl: str = "marginal"            # KL to the uniform prior: "marginal" KL(q_bar || 1/K) on the batch
+    #                                 mean (mixlab's choice: E_x of the per-image KL = I(x;k) + KL(q_bar||U)
+    #                                 penalises informative assignments) | "sample": Eq. (2) per image
+    hard: bool = False              # straight-through one-hot c in training (mixlab's choice: soft c;
+    #                                 the hard argmax is only the predicted label)
+    share_noise: bool = False       # False: an independent eps for every encoding (query, key, both
+    #                                 views). Supplement §A's "a single Gumbel random variable for each
+    #                                 image" is one sample (vs its multiple-sampling baseline, §5.4), which
+    #                                 independent noise keeps; sharing eps between query and key adds the
+    #                                 same sum_k c_k mu_k to both, a match regardless of content (~1.1 nats
+    #                                 of log p(i|x,c)). True: one eps per image shared by everything
+    alpha: float = 1.0              # z = L2N(sum_k c_k mu_k + alpha v): image vs. cluster in the query
+    #                                 (alpha=0 is the x-independent CC/VIB case, Eq. 5)
+    instance_temperature: float = 1.0  # tau of the instance likelihood (MiCE App. D: 1.0; the supplement
+    #                                 follows MiCE and gives none)
+    queue_size: int = 16384         # single-track queue of past keys (MiCE App. D: 16384)
+    teacher_momentum: float = 0.999  # EMA of the key encoder (MiCE App. D / MoCo: 0.999; profiles derive
+    #                                 it for their steps per epoch, see mixlab/profiles/tcc.yaml)
+    teacher_momentum_final: float | None = None  # None: constant; else m -> this by a half-cosine
+    symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
+    kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
+    instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
+    cluster_weight: float = 1.0     # weight of the cluster loss (0: TCC without the cluster level)
+    cluster_repr: str = "tcc"       # "tcc": r_k = L2N(sum_i c_i(k) h_i) | "cc": r_k = c[:, k] (Eq. 6)
+    cluster_temperature: float = 1.0  # tau_c of the cluster NT-Xent (CC's 1.0: the supplement's cluster
+    #                                 contrast is CC's with TCC's r_k, §B.2.2; it gives no value)
+    cluster_target: str = "online"  # view-2 r_k from the "online" network (symmetric, gradient both
+    #                                 views) or the EMA "momentum" teacher (mixlab's choice)
+    entropy_weight: float = 0.0     # optional -w * H(mean_i q(k|x_i)) anti-collapse term (off: not TCC)
+    point_jitter: float = 0.5       # std of the Gaussian jitter per view for point data (mixlab's choice)
+
+    def validate(self) -> None:
+        if self.n_clusters < 2:
+            raise ConfigError(f"method.n_clusters={self.n_clusters} must be >= 2")
+        for name in ("embed_dim", "proj_hidden", "proj_layers", "assign_temperature", "gumbel_temperature",
+                     "instance_temperature", "queue_size", "cluster_temperature"):
+            check_positive(f"method.{name}", getattr(self, name))
+        check_choice("method.kl", self.kl, ("marginal", "sample"))
+        for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
+                     "point_jitter"):
+            check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
+        check_teacher_momentum(self)
+        check_choice("method.prototype_init", self.prototype_init, ("mmd", "random"))
+        check_choice("method.cluster_repr", self.cluster_repr, ("tcc", "cc"))
+        check_choice("method.cluster_target", self.cluster_target, ("online", "momentum"))
+        if self.prototype_init == "mmd" and self.n_clusters > self.embed_dim + 1:
+            raise ConfigError(f"method.embed_dim={self.embed_dim} is too small for prototype_init='mmd' with"
+                              f" n_clusters={self.n_clusters}; use embed_dim >= {self.n_clusters - 1}")
+        if self.instance_weight == 0 and self.cluster_weight == 0:
+            raise ConfigError("method.instance_weight and method.cluster_weight are both 0; nothing to train")
+
+
 class _Net(nn.Module):
     """Backbone -> projection -> ``h`` (normalized); ``v = L2Normalize(W h)`` (instance vector);
     ``prototypes`` ``mu`` ``[K, d]`` (normalized on use). The teacher is an EMA copy of all of it."""
 
-    def __init__(self, cfg: "TCC.Config", spec: DataSpec):
+    def __init__(self, cfg: TCCConfig, spec: DataSpec):
         super().__init__()
         self.backbone = build_backbone(spec.backbone, spec.in_channels, max(spec.image_size, 1))
         self.proj = ProjectionHead(self.backbone.out_dim, cfg.proj_hidden, cfg.embed_dim, n_layers=cfg.proj_layers)
@@ -67,70 +135,7 @@ class _Net(nn.Module):
 class TCC(Method):
     """TCC with a Gumbel-softmax cluster variable, instance ELBO and cluster-level contrast."""
 
-    @dataclass
-    class Config:
-        n_clusters: int = 10
-        embed_dim: int = 128            # d of h, v, mu (mixlab's choice; MiCE uses 128)
-        proj_hidden: int = 512          # projection MLP hidden width (mixlab's choice)
-        proj_layers: int = 2            # projection MLP depth (mixlab's choice)
-        prototype_init: str = "mmd"     # "mmd" | "random": init of the learnable prototypes mu (mixlab's choice)
-        # The supplement fixes none of the temperatures; each default below is derived from K by a rule
-        # stated before any run (no score, no labels): see mixlab.mixture.tcc for the derivations.
-        assign_temperature: float | None = None  # t in q(k|x) = softmax(<mu_k, h>/t); None = the largest t
-        #                                 at which q can reach 0.99 on a simplex prototype (K = 10: 0.164)
-        gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
-        gumbel_temperature: float | None = None  # lambda of the Gumbel-softmax; None = 1/(K-1), the largest
-        #                                 lambda with a log-convex Concrete density (Maddison et al. 2017)
-        kl: str = "marginal"            # KL to the uniform prior: "marginal" KL(q_bar || 1/K) on the batch
-        #                                 mean (mixlab's choice: E_x of the per-image KL = I(x;k) + KL(q_bar||U)
-        #                                 penalises informative assignments) | "sample": Eq. (2) per image
-        hard: bool = False              # straight-through one-hot c in training (mixlab's choice: soft c;
-        #                                 the hard argmax is only the predicted label)
-        share_noise: bool = False       # False: an independent eps for every encoding (query, key, both
-        #                                 views). Supplement §A's "a single Gumbel random variable for each
-        #                                 image" is one sample (vs its multiple-sampling baseline, §5.4), which
-        #                                 independent noise keeps; sharing eps between query and key adds the
-        #                                 same sum_k c_k mu_k to both, a match regardless of content (~1.1 nats
-        #                                 of log p(i|x,c)). True: one eps per image shared by everything
-        alpha: float = 1.0              # z = L2N(sum_k c_k mu_k + alpha v): image vs. cluster in the query
-        #                                 (alpha=0 is the x-independent CC/VIB case, Eq. 5)
-        instance_temperature: float = 1.0  # tau of the instance likelihood (MiCE App. D: 1.0; the supplement
-        #                                 follows MiCE and gives none)
-        queue_size: int = 16384         # single-track queue of past keys (MiCE App. D: 16384)
-        teacher_momentum: float = 0.999  # EMA of the key encoder (MiCE App. D / MoCo: 0.999; profiles derive
-        #                                 it for their steps per epoch, see mixlab/profiles/tcc.yaml)
-        teacher_momentum_final: float | None = None  # None: constant; else m -> this by a half-cosine
-        symmetric: bool = True          # instance loss both ways (x1->x2' and x2->x1') (mixlab's choice)
-        kl_weight: float = 1.0          # beta on KL(q || 1/K); 1 is the ELBO of Eq. (1)-(2)
-        instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
-        cluster_weight: float = 1.0     # weight of the cluster loss (0: TCC without the cluster level)
-        cluster_repr: str = "tcc"       # "tcc": r_k = L2N(sum_i c_i(k) h_i) | "cc": r_k = c[:, k] (Eq. 6)
-        cluster_temperature: float = 1.0  # tau_c of the cluster NT-Xent (CC's 1.0: the supplement's cluster
-        #                                 contrast is CC's with TCC's r_k, §B.2.2; it gives no value)
-        cluster_target: str = "online"  # view-2 r_k from the "online" network (symmetric, gradient both
-        #                                 views) or the EMA "momentum" teacher (mixlab's choice)
-        entropy_weight: float = 0.0     # optional -w * H(mean_i q(k|x_i)) anti-collapse term (off: not TCC)
-        point_jitter: float = 0.5       # std of the Gaussian jitter per view for point data (mixlab's choice)
-
-        def validate(self) -> None:
-            if self.n_clusters < 2:
-                raise ConfigError(f"method.n_clusters={self.n_clusters} must be >= 2")
-            for name in ("embed_dim", "proj_hidden", "proj_layers", "assign_temperature", "gumbel_temperature",
-                         "instance_temperature", "queue_size", "cluster_temperature"):
-                check_positive(f"method.{name}", getattr(self, name))
-            check_choice("method.kl", self.kl, ("marginal", "sample"))
-            for name in ("alpha", "kl_weight", "instance_weight", "cluster_weight", "entropy_weight",
-                         "point_jitter"):
-                check_positive(f"method.{name}", getattr(self, name), allow_zero=True)
-            check_teacher_momentum(self)
-            check_choice("method.prototype_init", self.prototype_init, ("mmd", "random"))
-            check_choice("method.cluster_repr", self.cluster_repr, ("tcc", "cc"))
-            check_choice("method.cluster_target", self.cluster_target, ("online", "momentum"))
-            if self.prototype_init == "mmd" and self.n_clusters > self.embed_dim + 1:
-                raise ConfigError(f"method.embed_dim={self.embed_dim} is too small for prototype_init='mmd' with"
-                                  f" n_clusters={self.n_clusters}; use embed_dim >= {self.n_clusters - 1}")
-            if self.instance_weight == 0 and self.cluster_weight == 0:
-                raise ConfigError("method.instance_weight and method.cluster_weight are both 0; nothing to train")
+    Config = TCCConfig
 
     n_views = 2
 
@@ -146,7 +151,7 @@ class TCC(Method):
         lam = self.cfg.gumbel_temperature
         return lam if lam is not None else M.concrete_temperature(self.cfg.n_clusters)
 
-    def __init__(self, cfg: "TCC.Config", spec: DataSpec):
+    def __init__(self, cfg: TCCConfig, spec: DataSpec):
         super().__init__(cfg, spec)
         self.student = _Net(cfg, spec)
         self.teacher = make_teacher(self.student)
@@ -273,3 +278,6 @@ class TCC(Method):
     def features(self, x: Tensor) -> Tensor:
         """Backbone output (for linear-probe / k-NN evaluation)."""
         return self.student.backbone(x).float()
+
+
+__all__ = ["TCC", "TCCConfig"]
