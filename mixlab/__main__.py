@@ -117,16 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             print("profiles: " + ", ".join(PROFILES))
             return 0
         if args.command == "notebooks":
-            from mixlab.workbook import notebook_files
-            print("normalized: " + ", ".join(notebook_files.normalize()))
+            from mixlab.workbook import notebooks
+            print("normalized: " + ", ".join(notebooks.normalize()))
             return 0
         if args.command == "reproduce":
-            from mixlab.workbook import pipeline
+            from mixlab.workbook import notebooks, pipeline
             start = time.perf_counter()
             try:
                 pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner,
                                    jobs=args.jobs, scheduler=args.scheduler)
-            except pipeline.NotebookFailed as exc:
+            except notebooks.NotebookFailed as exc:
                 print(f"mixlab: error: {exc}; notebooks before it kept their results", file=sys.stderr)
                 return 1
             print(f"[reproduce] profile {args.profile} finished in {time.perf_counter() - start:.0f} s")

@@ -220,7 +220,7 @@ def test_without_dask_the_runs_train_here_one_after_another(tmp_path, monkeypatc
 
 def test_reproduce_gives_every_notebook_kernel_the_one_cluster(monkeypatch):
     """The pipeline starts (or joins) one cluster and hands its address to the kernels it starts."""
-    from mixlab.workbook import pipeline
+    from mixlab.workbook import notebooks, pipeline
 
     class Client:
         class scheduler:
@@ -234,7 +234,7 @@ def test_reproduce_gives_every_notebook_kernel_the_one_cluster(monkeypatch):
     with pipeline.shared_cluster("tcp://10.0.0.1:8786"):
         pass
     assert asked == [None, "tcp://10.0.0.1:8786"] and "MIXLAB_SCHEDULER" not in os.environ
-    assert pipeline.has_grid("mice") and pipeline.has_grid("your_images") and not pipeline.has_grid("em_elbo_primer")
+    assert notebooks.has_grid("mice") and notebooks.has_grid("your_images") and not notebooks.has_grid("em_elbo_primer")
 
 
 def test_on_a_cuda_machine_each_local_worker_sees_only_its_own_gpu(monkeypatch):

@@ -7,12 +7,12 @@ import subprocess
 import jupytext
 import pytest
 
-from mixlab.workbook import notebook_files, pipeline
+from mixlab.workbook import notebooks
 from mixlab.utils.provenance import REPO
 
 pytestmark = pytest.mark.slow  # notebooks run end to end: `pytest -m "not slow"` skips them
 
-NAMES = pipeline.manifest(REPO)
+NAMES = notebooks.manifest(REPO)
 
 
 def test_notebooks_are_tracked_as_py_only():
@@ -24,12 +24,12 @@ def test_notebooks_are_tracked_as_py_only():
         assert (REPO / "notebooks" / f"{name}.py").is_file(), f"{name}.py is missing"
         ignored = subprocess.run(["git", "check-ignore", "-q", f"notebooks/{name}.ipynb"], cwd=REPO)
         assert ignored.returncode == 0, f"notebooks/{name}.ipynb is not git-ignored"
-    assert set(NAMES) <= set(notebook_files.names(REPO))
+    assert set(NAMES) <= set(notebooks.names(REPO))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_built_notebook_has_a_parameters_cell(name, tmp_path):
-    nb = json.loads(notebook_files.build(name, tmp_path / f"{name}.ipynb").read_text())
+    nb = json.loads(notebooks.build(name, tmp_path / f"{name}.ipynb").read_text())
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
     assert not any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
@@ -37,13 +37,13 @@ def test_built_notebook_has_a_parameters_cell(name, tmp_path):
 LANGUAGE_INFO = {"name": "python"}  # not written into a .py; any value gives the same text
 
 
-@pytest.mark.parametrize("name", notebook_files.names(REPO))
+@pytest.mark.parametrize("name", notebooks.names(REPO))
 def test_committed_as_the_pinned_lab_saves_it(name):
     """Opening and saving the .py with the pinned jupytext, as JupyterLab does, must change
     nothing (the installed kernel's kernelspec, the pinned jupytext's header): the lab's autosave
     leaves git status clean. Fix with `python -m mixlab notebooks`."""
-    metadata = notebook_files.kernel_metadata(language_info=LANGUAGE_INFO)
-    py = notebook_files.as_lab_would_save(REPO, name, metadata)
+    metadata = notebooks.kernel_metadata(language_info=LANGUAGE_INFO)
+    py = notebooks.as_lab_would_save(REPO, name, metadata)
     assert py == (REPO / "notebooks" / f"{name}.py").read_text(), f"{name}.py: run python -m mixlab notebooks"
 
 
@@ -59,7 +59,7 @@ def test_executes_on_smoke(name, tmp_path, monkeypatch):
     """Under the pipeline's parameters (publish=True) a smoke pass still writes only under
     runs/smoke/ of the workbook root, here MIXLAB_ROOT."""
     monkeypatch.setenv("MIXLAB_ROOT", str(tmp_path))
-    pipeline.execute(name, pipeline.parameters(name, "smoke"), tmp_path / "executed")
+    notebooks.execute(name, notebooks.parameters(name, "smoke"), tmp_path / "executed")
     out = tmp_path / "runs" / "smoke"
     figures = list((out / "figures").rglob("*.png"))
     assert figures, f"{name} wrote no figure"
@@ -86,13 +86,13 @@ def test_lab_working_directory_writes_nothing_under_notebooks(tmp_path, monkeypa
         (data / f).symlink_to(f"{system}/{f}")
     monkeypatch.setenv("MIXLAB_ROOT", str(tmp_path))
     monkeypatch.delenv("MIXLAB_DATA", raising=False)
-    notebooks = REPO / "notebooks"
-    before = sorted(p.relative_to(notebooks) for p in notebooks.rglob("*"))
-    params = yaml.safe_load((notebooks / "params" / "smoke" / "mice.yaml").read_text())
-    source = notebook_files.build("mice", tmp_path / "mice.ipynb")
+    folder = REPO / "notebooks"
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    params = yaml.safe_load((folder / "params" / "smoke" / "mice.yaml").read_text())
+    source = notebooks.build("mice", tmp_path / "mice.ipynb")
     papermill.execute_notebook(str(source), str(tmp_path / "executed.ipynb"), parameters=params,
-                               cwd=str(notebooks), kernel_name="python3", progress_bar=False)
-    assert sorted(p.relative_to(notebooks) for p in notebooks.rglob("*")) == before
+                               cwd=str(folder), kernel_name="python3", progress_bar=False)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     out = tmp_path / "runs" / "smoke"
     assert list((out / "figures").glob("mice_*.png")) and (out / "results" / "mice" / "table.csv").is_file()
     metrics = json.loads(next((out / "mice").rglob("metrics.json")).read_text())
@@ -122,7 +122,7 @@ def test_default_parameters_leave_a_clone_clean(name, tmp_path, monkeypatch):
     clone = workbook_copy(tmp_path / "clone")
     monkeypatch.setenv("PYTHONPATH", str(clone))
     monkeypatch.delenv("MIXLAB_ROOT", raising=False)
-    source = notebook_files.build(name, clone / "notebooks" / f"{name}.ipynb", clone)  # as the lab pairs it
+    source = notebooks.build(name, clone / "notebooks" / f"{name}.ipynb", clone)  # as the lab pairs it
     papermill.execute_notebook(str(source), str(source), cwd=str(clone / "notebooks"), kernel_name="python3",
                                progress_bar=False)
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mixlab.workbook import pipeline
+from mixlab.workbook import notebooks, pipeline
 from mixlab.config import ConfigError
 
 NOTEBOOK = '''# %% tags=["parameters"]
@@ -43,7 +43,7 @@ def project(tmp_path, monkeypatch):
 
 
 def executed_copy(out_dir, name):
-    """What a fake ``pipeline.execute`` leaves: an (empty) executed notebook, whose path it returns."""
+    """What a fake ``notebooks.execute`` leaves: an (empty) executed notebook, whose path it returns."""
     out = out_dir / f"{name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("{}")
@@ -67,7 +67,7 @@ def test_script_runner_runs_skips_and_summarizes(project):
 
 def test_failure_names_notebook_and_keeps_earlier_results(project):
     (project / "notebooks" / "params" / "smoke" / "second.yaml").write_text("fail: true\n")
-    with pytest.raises(pipeline.NotebookFailed, match=r"notebook second failed .*second\.log"):
+    with pytest.raises(notebooks.NotebookFailed, match=r"notebook second failed .*second\.log"):
         pipeline.reproduce("smoke", runner="script", root=project)
     assert (project / "runs" / "smoke" / "results" / "first" / "table.csv").is_file()
     assert json.loads((project / "runs" / "smoke" / ".pipeline" / "first.json").read_text())["status"] == "ran"
@@ -77,7 +77,7 @@ def test_failure_names_notebook_and_keeps_earlier_results(project):
 def test_papermill_failure_names_notebook(project):
     """papermill runs a notebook built from its .py (no .ipynb in notebooks/)."""
     (project / "notebooks" / "params" / "smoke" / "first.yaml").write_text("fail: true\n")
-    with pytest.raises(pipeline.NotebookFailed, match=r"notebook first failed .*first\.ipynb"):
+    with pytest.raises(notebooks.NotebookFailed, match=r"notebook first failed .*first\.ipynb"):
         pipeline.reproduce("smoke", runner="papermill", root=project, only=["first"])
 
 
@@ -100,7 +100,7 @@ def test_render_writes_the_html_page_with_figures(tmp_path):
     executed = tmp_path / "runs" / "primer.ipynb"
     executed.parent.mkdir()
     nbformat.write(nb, executed)
-    (html,) = pipeline.render(executed, tmp_path / "docs" / "primer")
+    (html,) = notebooks.render(executed, tmp_path / "docs" / "primer")
     assert not list((tmp_path / "docs").rglob("*.ipynb")), "no notebook with outputs outside runs/"
     page = html.read_text()
     assert "data:image/png;base64,iVBORw0KGgo=" in page and "1.check" in page and "Title" in page
@@ -189,7 +189,7 @@ def test_jobs_run_notebooks_side_by_side_in_manifest_order(project, monkeypatch)
             running[0] -= 1
         return executed_copy(out_dir, name)
 
-    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    monkeypatch.setattr(notebooks, "execute", fake_execute)
     records = pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     assert [r["notebook"] for r in records] == ["first", "second", "third"]
     assert [r["status"] for r in records] == ["ran"] * 3
@@ -208,12 +208,12 @@ def test_a_failure_with_jobs_lets_the_running_notebook_finish_and_starts_no_othe
             second_started.set()
         if name == "first":
             second_started.wait(10)  # fail only once second runs beside it
-            raise pipeline.NotebookFailed("notebook first failed (asked to fail); its executed copy is x")
+            raise notebooks.NotebookFailed("notebook first failed (asked to fail); its executed copy is x")
         time.sleep(0.3)
         return executed_copy(out_dir, name)
 
-    monkeypatch.setattr(pipeline, "execute", fake_execute)
-    with pytest.raises(pipeline.NotebookFailed, match="notebook first failed"):
+    monkeypatch.setattr(notebooks, "execute", fake_execute)
+    with pytest.raises(notebooks.NotebookFailed, match="notebook first failed"):
         pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     assert sorted(started) == ["first", "second"]  # both started, in either order; third never
     assert json.loads((project / "runs" / "smoke" / ".pipeline" / "second.json").read_text())["status"] == "ran"
@@ -235,7 +235,7 @@ def test_jobs_start_the_longest_notebooks_first_by_their_last_times(project, mon
     (results / "timings.json").write_text(json.dumps({"first": {"seconds": 60, "commit": "a"},
                                                       "second": {"seconds": 300, "commit": "a"},
                                                       "third": {"seconds": 180, "commit": "a"}}))
-    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    monkeypatch.setattr(notebooks, "execute", fake_execute)
     records = pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     assert sorted(started[:2]) == ["second", "third"] and started[2] == "first"
     assert [r["notebook"] for r in records] == ["first", "second", "third"]  # reported in manifest order
@@ -288,7 +288,7 @@ def test_runs_reused_from_an_earlier_pass_count_toward_the_time_from_an_empty_ru
             publish("trained now", 50.0, trained_before=False)
         return executed_copy(out_dir, name)
 
-    monkeypatch.setattr(pipeline, "execute", fake_execute)
+    monkeypatch.setattr(notebooks, "execute", fake_execute)
     records = pipeline.reproduce("smoke", runner="papermill", root=project)
     assert [r["reused_seconds"] for r in records] == [120.0, 0.0, 0.0]
     assert json.loads((runs / ".pipeline" / "first.json").read_text())["reused_seconds"] == 120.0
@@ -305,7 +305,7 @@ def test_longest_first_counts_the_runs_a_notebooks_last_pass_reused(project, mon
     (results / "timings.json").write_text(json.dumps({"first": {"seconds": 60, "reused_seconds": 400, "commit": "a"},
                                                       "second": {"seconds": 300, "commit": "a"},
                                                       "third": {"seconds": 180, "commit": "a"}}))
-    monkeypatch.setattr(pipeline, "execute", lambda name, params, out_dir, root: executed_copy(out_dir, name))
+    monkeypatch.setattr(notebooks, "execute", lambda name, params, out_dir, root: executed_copy(out_dir, name))
     pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     # 460 | 300 + 180 on two workers: 480 s
     assert "(timings.json): first, second, third; about 8 min" in capsys.readouterr().out

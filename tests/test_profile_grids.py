@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mixlab import engine
-from mixlab.workbook import experiments, pipeline
+from mixlab.workbook import experiments, notebooks
 from mixlab.config import PROFILES
 from mixlab.data import datasets
 
@@ -29,8 +29,8 @@ class OneStep(Exception):
 def declared_runs(profile: str) -> list[tuple[str, object]]:
     """(notebook, grid.Run) for every run declared by a notebook of the manifest on ``profile``."""
     runs = []
-    for name in filter(pipeline.has_grid, pipeline.manifest()):
-        namespace = pipeline.run_cells(name, pipeline.parameters(name, profile), until_tag="grid")
+    for name in filter(notebooks.has_grid, notebooks.manifest()):
+        namespace = notebooks.run_cells(name, notebooks.parameters(name, profile), until_tag="grid")
         runs += [(name, run) for run in namespace["GRID"]]
     return runs
 

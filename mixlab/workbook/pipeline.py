@@ -1,4 +1,5 @@
-"""``make reproduce``: execute every notebook of the manifest with papermill, then summarize.
+"""``make reproduce``: execute every notebook of the manifest (:mod:`mixlab.workbook.notebooks`),
+then summarize.
 
 Each entry of ``notebooks/manifest.yaml`` is a notebook; its parameters come from
 ``notebooks/params/<profile>/<notebook>.yaml``, plus ``publish=True``: a pass writes the profile's
@@ -17,20 +18,16 @@ they spread over every worker instead of running one notebook's after another.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
-import yaml
-
 from mixlab.utils import cache, io, paths
-from mixlab.workbook import claims, notebook_files, report
+from mixlab.workbook import claims, notebooks, report
 from mixlab import rundir
-from mixlab.config import PROFILES, ConfigError, load_yaml
+from mixlab.config import PROFILES, ConfigError
 from mixlab.workbook.experiments import mean_std
 from mixlab.workbook.grid import expected_wall_seconds, longest_first
 from mixlab.utils.provenance import REPO, provenance
@@ -38,128 +35,6 @@ from mixlab.utils.provenance import REPO, provenance
 
 # notebooks whose executed copy (outputs and figures inlined) is written into the repository on the cpu profile
 RENDERED = {"em_elbo_primer": Path("docs") / "primer"}
-
-
-class NotebookFailed(RuntimeError):
-    """A notebook raised while papermill executed it."""
-
-
-def manifest(root: Path = REPO) -> list[str]:
-    path = root / "notebooks" / "manifest.yaml"
-    entries = load_yaml(path.read_text())["notebooks"]
-    return [str(e) for e in entries]
-
-
-def parameters(name: str, profile: str, root: Path = REPO) -> dict:
-    path = root / "notebooks" / "params" / profile / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no parameter file {path} for notebook {name!r} on profile {profile!r}")
-    try:
-        params = load_yaml(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"parameter file {path} is not valid YAML; fix its syntax") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"parameter file {path} must be a mapping of notebook parameters")
-    return {**params, "profile": profile, "publish": True}
-
-
-def fingerprint(name: str, params: dict, root: Path = REPO) -> str:
-    """Hash of the notebook source, its parameters and every file of the mixlab package (code and profiles)."""
-    h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    package = [p for p in sorted((root / "mixlab").rglob("*")) if p.suffix in (".py", ".yaml")]
-    for path in [root / "notebooks" / f"{name}.py", *package]:
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def execute(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
-    """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` (built from the
-    ``.py``, :func:`mixlab.workbook.notebook_files.build`); raise NotebookFailed."""
-    import tempfile
-
-    import papermill
-
-    out = out_dir / f"{name}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    source = notebook_files.build(name, Path(tempfile.mkdtemp(dir=out_dir)) / f"{name}.ipynb", root)
-    try:
-        papermill.execute_notebook(str(source), str(out), parameters=params,
-                                   cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=False)
-    except Exception as exc:  # noqa: BLE001 - papermill wraps the notebook's own error
-        first = str(exc).strip().splitlines()
-        raise NotebookFailed(f"notebook {name} failed ({first[-1] if first else type(exc).__name__});"
-                             f" its executed copy is {out}") from None
-    finally:
-        shutil.rmtree(source.parent, ignore_errors=True)
-    return out
-
-
-def render(executed: Path, out_dir: Path) -> list[Path]:
-    """Render an executed notebook as standalone HTML in ``out_dir`` (figures inlined as base64;
-    equations typeset by MathJax when the page is opened). Only the page is kept there: notebooks
-    with outputs stay in the ignored ``runs/``."""
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter().from_filename(str(executed))
-    html = Path(out_dir) / f"{Path(executed).stem}.html"
-    io.write_text(html, body)
-    return [html]
-
-
-def run_cells(name: str, params: dict, root: Path = REPO, *, until_tag: str | None = None) -> dict:
-    """Execute ``notebooks/<name>.py`` cell by cell in this process, without Jupyter, injecting
-    ``params`` right after the cell tagged ``parameters`` (what papermill does), with the working
-    directory in ``notebooks/`` (as in the lab); stop after the first cell tagged ``until_tag``
-    (``"grid"``: just declare the notebook's runs). Returns the notebook's namespace."""
-    import os
-
-    source = (root / "notebooks" / f"{name}.py").read_text()
-    cells, current = [], []
-    for line in source.splitlines(keepends=True):
-        if line.startswith("# %%"):
-            cells.append(current)
-            current = [line]
-        else:
-            current.append(line)
-    cells.append(current)
-    namespace: dict = {"__name__": "__main__"}
-    cwd = os.getcwd()
-    os.chdir(root / "notebooks")
-    try:
-        for i, cell in enumerate(cells):
-            if not cell or cell[0].startswith("# %% [markdown]"):
-                continue
-            exec(compile("".join(cell), f"{name}.py:cell{i}", "exec"), namespace)  # noqa: S102
-            if "parameters" in cell[0]:
-                namespace.update(params)
-            if until_tag and f'"{until_tag}"' in cell[0]:
-                break
-    finally:
-        os.chdir(cwd)
-    return namespace
-
-
-def execute_script(name: str, params: dict, out_dir: Path, root: Path = REPO) -> Path:
-    """:func:`run_cells` on the whole notebook, its output in a log. For machines without
-    papermill (the lent GPU); figures and results are the same, only the executed ``.ipynb``
-    copy is replaced by the log."""
-    import contextlib
-
-    out = out_dir / f"{name}.log"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        try:
-            run_cells(name, params, root)
-        except Exception as exc:  # noqa: BLE001 - report which notebook failed, keep its log
-            raise NotebookFailed(f"notebook {name} failed ({type(exc).__name__}: {exc}); its log is {out}") from None
-    return out
-
-
-def default_runner() -> str:
-    """papermill where it is installed, else the script runner."""
-    import importlib.util
-    return "papermill" if importlib.util.find_spec("papermill") else "script"
 
 
 def run_all(run_one, todo: list[tuple], jobs: int) -> dict:
@@ -216,14 +91,6 @@ def from_empty_seconds(row: dict) -> float | None:
     return None if row.get("seconds") is None else round(row["seconds"] + row.get("reused_seconds", 0.0), 1)
 
 
-GRID_CELL = re.compile(r'^# %%.*\btags=\[[^\]]*"grid"', re.M)
-
-
-def has_grid(name: str, root: Path = REPO) -> bool:
-    """The notebook declares a grid of runs (a cell tagged ``grid``): :func:`mixlab.workbook.grid.submit` sends them to Dask."""
-    return bool(GRID_CELL.search((root / "notebooks" / f"{name}.py").read_text()))
-
-
 @contextlib.contextmanager
 def shared_cluster(scheduler: str | None = None):
     """Join the Dask scheduler at ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or start one local
@@ -265,18 +132,18 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         raise ConfigError(f"profile {profile!r} is not valid; choose one of: {', '.join(PROFILES)}")
     if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"jobs must be a whole number >= 1 (notebooks run at once), got {jobs!r}")
-    names = manifest(root)
+    names = notebooks.manifest(root)
     unknown = sorted(set(only or []) - set(names))
     if unknown:
         raise ConfigError(f"notebook {unknown[0]!r} is not in notebooks/manifest.yaml; known: {', '.join(names)}")
     state_dir = paths.resolve("runs") / profile / ".pipeline"
-    runner = runner or default_runner()
+    runner = runner or notebooks.default_runner()
     done, todo = {}, []
     for name in names:
         if only and name not in only:
             continue
-        params = parameters(name, profile, root)
-        key = fingerprint(name, params, root)
+        params = notebooks.parameters(name, profile, root)
+        key = notebooks.fingerprint(name, params, root)
         if not force and cache.is_current(state_dir / f"{name}.json", key, field="key"):
             print(f"[reproduce] {name}: unchanged, skipped (force with --force)", flush=True)
             done[name] = {"notebook": name, "status": "skipped"}
@@ -286,14 +153,14 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     def run_one(name: str, params: dict, key: str) -> dict:
         print(f"[reproduce] {name}: running on profile {profile} ...", flush=True)
         start, started_at = time.perf_counter(), time.time()
-        run_notebook = execute if runner == "papermill" else execute_script
+        run_notebook = notebooks.execute if runner == "papermill" else notebooks.execute_script
         out = run_notebook(name, params, paths.resolve("runs") / profile / "notebooks", root)
         seconds = round(time.perf_counter() - start, 1)
         reused = reused_run_seconds(name, profile, started_at)
         record = {"notebook": name, "status": "ran", "seconds": seconds, "reused_seconds": reused,
                   "executed": str(out)}
         if profile == "cpu" and name in RENDERED and out.suffix == ".ipynb":
-            rendered = render(out, root / RENDERED[name])
+            rendered = notebooks.render(out, root / RENDERED[name])
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
             print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
         io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
@@ -307,7 +174,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     committed = json.loads(timings.read_text()) if timings.is_file() else None
     if (jobs or 1) > 1 and runner != "papermill" and len(todo) > 1:
         print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
-    on_dask = (scheduler or os.environ.get("MIXLAB_SCHEDULER")) != "none" and any(has_grid(t[0], root) for t in todo)
+    on_dask = (scheduler or os.environ.get("MIXLAB_SCHEDULER")) != "none" and any(notebooks.has_grid(t[0], root) for t in todo)
     jobs = (jobs or (len(todo) if on_dask else 1)) if runner == "papermill" else 1
     if jobs > 1 and len(todo) > 1:
         expected = {name: from_empty_seconds(row) for name, row in (committed or {}).items()}
