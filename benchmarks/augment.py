@@ -1,7 +1,7 @@
 """Throughput of mixlab's batched augmentation vs torchvision's per-sample PIL transforms.
 
 Both run the MoCo recipe (crop scale (0.2, 1), jitter p=0.8, grayscale p=0.2, flip; the
-1-channel recipe uses brightness/contrast only) on random uint8 images on this machine's CPU.
+1-channel recipe uses brightness/contrast only) on random uint8 images on the local CPU.
 torchvision runs inside a DataLoader (num_workers 0 and 2, the best is kept). Writes a markdown
 table with provenance to results/benchmarks/augment.md. For a 2-core figure on a bigger machine,
 pin the process: ``taskset -c 0,1 python benchmarks/augment.py``.

@@ -1,6 +1,6 @@
 """Training-step throughput of every method, float32 vs the default precision, side by side in one run.
 
-Per method, on this machine and in this process:
+Per method, on the machine it runs on and in this process:
 
 1. images/s of one full training step (batched augmentation of every view + every stage's forward,
    backward and optimizer step + the method's after-step work) in float32 (``train.amp=false``, the

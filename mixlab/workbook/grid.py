@@ -19,7 +19,7 @@ The cluster (:func:`client`, one per process):
 * else ``$MIXLAB_CLUSTER`` = ``slurm``, ``pbs``, ``sge``, ``lsf`` or ``htcondor``: dask-jobqueue's
   cluster of that kind, as dask's own configuration describes it (``~/.config/dask/jobqueue.yaml``:
   queue, cores, memory, walltime, job_extra_directives ...), scaled to ``$MIXLAB_WORKERS`` workers;
-* else a local cluster sized to this machine: one single-threaded worker process per core, or one
+* else a local cluster sized to the local machine: one single-threaded worker process per core, or one
   per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``); ``$MIXLAB_WORKERS`` sets the count.
 
 Workers import mixlab from their own install, train with one torch thread on a CPU (unless the
@@ -181,7 +181,7 @@ def _on_worker(run: Run, profile: str, folders: dict, env: dict, cwd: str) -> di
 @contextlib.contextmanager
 def _as_submitted(env: dict, cwd: str):
     """This process's ``MIXLAB_*`` variables exactly ``env``, and ``cwd`` the working directory (if
-    this machine has it), for the block."""
+    the local machine has it), for the block."""
     before, here = {k: v for k, v in os.environ.items() if k.startswith("MIXLAB_")}, os.getcwd()
     for k in before:
         del os.environ[k]
@@ -242,7 +242,7 @@ def cluster():
 
 
 def local_cluster(workers: int | None = None):
-    """A cluster on this machine: ``workers`` (default: one per core) single-threaded worker
+    """A cluster on the local machine: ``workers`` (default: one per core) single-threaded worker
     processes, or on a CUDA machine one per GPU (default: all), each seeing only its own."""
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 

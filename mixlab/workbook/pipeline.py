@@ -94,7 +94,7 @@ def from_empty_seconds(row: dict) -> float | None:
 @contextlib.contextmanager
 def shared_cluster(scheduler: str | None = None):
     """Join the Dask scheduler at ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or start one local
-    cluster sized to this machine (:func:`mixlab.workbook.grid.client`), and give its address to every
+    cluster sized to the local machine (:func:`mixlab.workbook.grid.client`), and give its address to every
     notebook kernel started in the block (``$MIXLAB_SCHEDULER``): the runs of all notebooks share
     its workers."""
     from mixlab.workbook import grid
@@ -125,7 +125,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     finish and keep their results, and the first failure is raised.
 
     The runs of the notebooks' grids (:mod:`mixlab.workbook.grid`) all go to one Dask cluster: the scheduler
-    ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or a local cluster sized to this machine started
+    ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or a local cluster sized to the local machine started
     here; ``jobs`` left out is then every notebook at once (they wait for their runs side by side),
     else 1."""
     if profile not in PROFILES:
