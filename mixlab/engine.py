@@ -18,15 +18,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mixlab.utils import distributed as dist
-from mixlab.utils import paths, precision
 from mixlab import rundir
 from mixlab.config import RunConfig, TrainConfig
-from mixlab.data import folder_subset, load as load_dataset
+from mixlab.data import folder_subset
+from mixlab.data import load as load_dataset
 from mixlab.data.folder import PREFIX as FOLDER_PREFIX
-from mixlab.methods import build as build_method, seed_everything
+from mixlab.methods import build as build_method
+from mixlab.methods import seed_everything
 from mixlab.methods.base import EpochContext, Method, StepProgress, evaluating
 from mixlab.metrics import cluster_sizes, evaluate, silhouette_cosine
+from mixlab.utils import distributed as dist
+from mixlab.utils import paths, precision
 from mixlab.utils.provenance import provenance
 
 
@@ -420,10 +422,10 @@ class Trainer:
             saved["labels"] = self.s.labels.numpy()
         rundir.write_predictions(self.out, saved)
         if self.s.all_images is None:
-            rundir.write_assignments(self.out, self.s.ids, post)
+            rundir.write_assignments(self.out / rundir.ASSIGNMENTS, self.s.ids, post)
         else:  # trained on a subset of a folder: every image of it gets its row
             everything = self.map_dataset(self.s.method.predict, images=self.s.all_images).cpu()
-            rundir.write_assignments(self.out, self.s.all_ids, everything)
+            rundir.write_assignments(self.out / rundir.ASSIGNMENTS, self.s.all_ids, everything)
         if in_sync is not None:
             metrics["ranks_in_sync"] = in_sync
         metrics["cluster_sizes"] = cluster_sizes(post.argmax(1), post.shape[1]).tolist()

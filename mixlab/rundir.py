@@ -70,11 +70,10 @@ def write_snapshot(run, epoch: int, arrays: dict) -> None:
 
 
 def write_assignments(path: str | Path, ids: tuple[str, list], post=None, *, cluster=None, probability=None) -> Path:
-    """Write ``id, cluster, probability`` rows: ``ids`` = (column name, values), then either
-    ``post`` (the ``[N, K]`` posterior: argmax and max) or ``cluster`` and ``probability``. ``path``
-    is a run folder (its ``assignments.csv``) or a CSV file (``predict``)."""
+    """Write ``id, cluster, probability`` rows to the CSV file ``path`` (a run's :data:`ASSIGNMENTS`,
+    or ``predict``'s output): ``ids`` = (column name, values), then either ``post`` (the ``[N, K]``
+    posterior: argmax and max) or ``cluster`` and ``probability``."""
     path = paths.resolve(path)
-    path = path / ASSIGNMENTS if path.is_dir() else path
     column, values = ids
     if post is not None:
         prob, top = torch.as_tensor(post).float().max(1)
@@ -129,11 +128,10 @@ def is_finished(run) -> bool:
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """``torch.load`` a checkpoint (a run folder's or a file); if it cannot be used, raise
+    """``torch.load`` the checkpoint file ``path``; if it cannot be used, raise
     :class:`CheckpointError` saying in plain words why (not a checkpoint, truncated, written by
     another version) and what to do."""
     path = paths.resolve(path)
-    path = path / CHECKPOINT if path.is_dir() else path
     todo = "; delete it to start over (or train into a new --out)"
     with open(path, "rb") as fh:
         is_zip = fh.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive

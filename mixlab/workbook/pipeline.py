@@ -24,14 +24,13 @@ import re
 import time
 from pathlib import Path
 
-from mixlab.utils import cache, io, paths
-from mixlab.workbook import claims, notebooks, report
 from mixlab import rundir
 from mixlab.config import PROFILES, ConfigError
+from mixlab.utils import cache, io, paths
+from mixlab.utils.provenance import REPO, provenance
+from mixlab.workbook import claims, notebooks, report
 from mixlab.workbook.experiments import mean_std
 from mixlab.workbook.grid import expected_wall_seconds, longest_first
-from mixlab.utils.provenance import REPO, provenance
-
 
 # notebooks whose executed copy (outputs and figures inlined) is written into the repository on the cpu profile
 RENDERED = {"em_elbo_primer": Path("docs") / "primer"}
@@ -96,13 +95,16 @@ def shared_cluster(scheduler: str | None = None):
     """Join the Dask scheduler at ``scheduler`` (else ``$MIXLAB_SCHEDULER``), or start one local
     cluster sized to the local machine (:func:`mixlab.workbook.grid.client`), and give its address to every
     notebook kernel started in the block (``$MIXLAB_SCHEDULER``): the runs of all notebooks share
-    its workers."""
+    its workers. ``none`` is handed on as it is: every kernel trains its runs itself."""
     from mixlab.workbook import grid
 
     before = os.environ.get("MIXLAB_SCHEDULER")
     if scheduler:
         os.environ["MIXLAB_SCHEDULER"] = scheduler
     try:
+        if os.environ.get("MIXLAB_SCHEDULER") == "none":
+            yield None
+            return
         try:
             client = grid.client()
         except OSError as exc:
@@ -174,7 +176,8 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     committed = json.loads(timings.read_text()) if timings.is_file() else None
     if (jobs or 1) > 1 and runner != "papermill" and len(todo) > 1:
         print("[reproduce] the script runner executes notebooks in this process: one at a time", flush=True)
-    on_dask = (scheduler or os.environ.get("MIXLAB_SCHEDULER")) != "none" and any(notebooks.has_grid(t[0], root) for t in todo)
+    with_grid = any(notebooks.has_grid(t[0], root) for t in todo)
+    on_dask = (scheduler or os.environ.get("MIXLAB_SCHEDULER")) != "none" and with_grid
     jobs = (jobs or (len(todo) if on_dask else 1)) if runner == "papermill" else 1
     if jobs > 1 and len(todo) > 1:
         expected = {name: from_empty_seconds(row) for name, row in (committed or {}).items()}
@@ -184,7 +187,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
               + (" their runs share one Dask cluster, the longest runs first" if on_dask else
                  f" about {expected_wall_seconds(order, expected, jobs) / 60:.0f} min if each takes its last time"
                  " from an empty runs/ (side by side they share the cores: expect more)"), flush=True)
-    with shared_cluster(scheduler) if on_dask else contextlib.nullcontext():
+    with shared_cluster(scheduler) if with_grid else contextlib.nullcontext():
         done.update(run_all(run_one, todo, jobs))
     records = [done[name] for name in names if name in done]
     rows = with_earlier_runs(records, names, state_dir, committed)
