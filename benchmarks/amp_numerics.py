@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mixlab import engine
-from mixlab.utils import io
 from mixlab.config import resolve
+from mixlab.utils import io
 from mixlab.utils.provenance import provenance
 from mixlab.workbook.stats import paired_t, paired_test
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-from mixlab.workbook import grid, report
 from mixlab.utils import io  # noqa: E402
 from mixlab.utils.provenance import provenance  # noqa: E402
+from mixlab.workbook import grid, report
 
 PROJECTED_WORKERS = (2, 8, 32, 128)
 

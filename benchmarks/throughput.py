@@ -35,8 +35,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mixlab import engine
-from mixlab.utils import io, precision
 from mixlab.config import resolve
+from mixlab.utils import io, precision
 from mixlab.utils.provenance import provenance
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,9 +140,9 @@ def profile_table(trainer: engine.Trainer, steps: int, rows: int) -> list[str]:
 
 def pil_pipeline_throughput(trainer: engine.Trainer, steps: int, workers: int) -> float:
     """The same training step fed by torchvision's per-sample PIL transforms in a DataLoader."""
+    from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms as T
-    from PIL import Image
 
     images = trainer.s.images.cpu().numpy()
     channels, size = images.shape[1], trainer.s.method.spec.image_size
@@ -179,6 +179,7 @@ def pil_pipeline_throughput(trainer: engine.Trainer, steps: int, workers: int) -
 
 def kmeans_comparison(n: int = 20000, d: int = 128, k: int = 10) -> dict:
     from sklearn.cluster import KMeans
+
     from mixlab.mixture import spherical_kmeans
 
     x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)

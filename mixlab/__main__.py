@@ -12,8 +12,8 @@ import time
 import warnings
 from pathlib import Path
 
-from mixlab.config import DATA_FIELDS, PROFILES, ConfigError, load_param_file, parse_data_set, parse_set, resolve
 from mixlab import engine
+from mixlab.config import DATA_FIELDS, PROFILES, ConfigError, load_param_file, parse_data_set, parse_set, resolve
 from mixlab.engine import NonFiniteLoss
 from mixlab.rundir import CheckpointError
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods import PROFILE_DIR, get_method, profile_file
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 
 __all__ = ["PROFILES", "DATA_FIELDS", "ConfigError", "check_choice", "check_positive", "TrainConfig", "RunConfig",
            "build", "did_you_mean", "load_yaml", "load_param_file", "parse_set", "parse_data_set", "profile_layer",

@@ -6,8 +6,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from mixlab.utils import distributed as dist
 from mixlab.methods.momentum import shuffled_forward
+from mixlab.utils import distributed as dist
 
 tdist.init_process_group("gloo")
 torch.manual_seed(100 + dist.rank())

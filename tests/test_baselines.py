@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixlab.workbook import baselines, experiments
 from mixlab import config
+from mixlab.workbook import baselines, experiments
 
 DIGITS = baselines.Settings("digits", subset=600, data_seed=0)
 FAST = baselines.NAMES[:2]

@@ -1,8 +1,8 @@
 """Configs are typed and validated; bad names and values give one-line errors naming the field."""
 import pytest
+from toy_method import Toy
 
 from mixlab.config import ConfigError, load_param_file, parse_set, resolve
-from toy_method import Toy
 
 
 def test_profile_and_overrides_apply():

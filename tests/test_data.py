@@ -2,11 +2,11 @@
 import shutil
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import pytest
 import torch
 
-import fixtures
 from mixlab.data import DATASETS, dataset_names, load
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mixlab import engine, rundir
-from mixlab.utils import precision
 from mixlab.__main__ import main
 from mixlab.config import resolve
+from mixlab.utils import precision
 
 
 class Killed(Exception):

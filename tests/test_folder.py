@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import gray_folder
 from PIL import Image
 
-from fixtures import gray_folder
 from mixlab.__main__ import main
 from mixlab.data import folder, load
 from mixlab.data.example_images import write_shapes

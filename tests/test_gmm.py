@@ -3,8 +3,7 @@ import numpy as np
 import torch
 from scipy.stats import multivariate_normal
 
-from mixlab.mixture import elbo, log_marginal
-from mixlab.mixture import gmm
+from mixlab.mixture import elbo, gmm, log_marginal
 
 
 def _data(seed=0):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixlab.workbook import experiments, grid
 from mixlab.config import ConfigError
+from mixlab.workbook import experiments, grid
 
 BIN = Path(sys.executable).parent
 

@@ -7,19 +7,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from training import train_steps
 
 from mixlab import engine
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.mice import MiCE
 from mixlab.mixture import queue_lse
+from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture.em import elbo, kl_categorical, log_marginal
 from mixlab.mixture.kmeans import spherical_kmeans
-from training import train_steps
-from mixlab.mixture.contrastive import info_nce
-from mixlab.mixture.mice import (analytical_mu, assignment_sums, expert_log_likelihood, expert_logits, gating_log_prior,
-                                 hard_assignments, mice_objective)
-
+from mixlab.mixture.mice import (
+    analytical_mu,
+    assignment_sums,
+    expert_log_likelihood,
+    expert_logits,
+    gating_log_prior,
+    hard_assignments,
+    mice_objective,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,6 @@ from scipy.integrate import quad
 from scipy.special import gammaln, iv
 
 from mixlab.metrics import cluster_acc
-from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture import (
     assign_nearest,
     elbo,
@@ -30,6 +29,7 @@ from mixlab.mixture import (
     vmf_mle,
     vmf_sample,
 )
+from mixlab.mixture.contrastive import info_nce
 
 
 # --------------------------------------------------------------------------------------

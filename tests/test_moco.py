@@ -6,15 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from training import train_steps
 
 from mixlab import engine
 from mixlab.config import resolve
 from mixlab.methods.base import DataSpec, EpochContext
-from mixlab.methods.momentum import Queue, ema_update_, make_teacher
 from mixlab.methods.moco import MoCo
+from mixlab.methods.momentum import Queue, ema_update_, make_teacher
 from mixlab.mixture.contrastive import info_nce
-from training import train_steps
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,8 +10,8 @@ from mixlab import engine
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec
 from mixlab.methods.nmm import NMM, NMMConfig, RelevanceNorm
-from mixlab.workbook.nmm_figures import points_overrides, topk_images
 from mixlab.mixture import nmm as M
+from mixlab.workbook.nmm_figures import points_overrides, topk_images
 
 
 def _scores(n=128, k=10, seed=0):

@@ -7,8 +7,8 @@ import subprocess
 import jupytext
 import pytest
 
-from mixlab.workbook import notebooks
 from mixlab.utils.provenance import REPO
+from mixlab.workbook import notebooks
 
 pytestmark = pytest.mark.slow  # notebooks run end to end: `pytest -m "not slow"` skips them
 

@@ -1,8 +1,8 @@
 """Relative defaults mean the same folders from any working directory (JupyterLab's kernel runs in
 notebooks/): the workbook root, $MIXLAB_ROOT or the repository."""
-from mixlab.utils import io, paths
 from mixlab.data import bottleneck
 from mixlab.data.datasets import DATASETS
+from mixlab.utils import io, paths
 
 
 def test_relative_paths_resolve_against_the_root_not_the_cwd(tmp_path, monkeypatch, repo):

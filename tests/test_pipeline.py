@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mixlab.workbook import notebooks, pipeline
 from mixlab.config import ConfigError
+from mixlab.workbook import notebooks, pipeline
 
 NOTEBOOK = '''# %% tags=["parameters"]
 profile = "smoke"

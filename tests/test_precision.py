@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mixlab import engine
-from mixlab.utils import precision
 from mixlab.config import resolve
+from mixlab.utils import precision
 
 CPU = torch.device("cpu")
 needs_bf16 = pytest.mark.skipif(not precision.cpu_has_native_bf16(),

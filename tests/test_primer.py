@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab.workbook import primer
 from mixlab.mixture import banerjee_kappa, gmm, vmf_mean_resultant_length
+from mixlab.workbook import primer
 
 
 def test_certificates_pass_fail_and_report_slack(tmp_path, capsys):

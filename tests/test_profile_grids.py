@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mixlab import engine
-from mixlab.workbook import experiments, notebooks
 from mixlab.config import PROFILES
 from mixlab.data import datasets
+from mixlab.workbook import experiments, notebooks
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-
 from fixtures import gray_folder
-from mixlab import engine
-from mixlab.utils import io
-from mixlab.config import resolve
 from test_folder import cache, one_line_error, run_cli  # noqa: F401  (cache: autouse fixture, MIXLAB_CACHE)
+
+from mixlab import engine
+from mixlab.config import resolve
+from mixlab.utils import io
 
 
 @contextmanager

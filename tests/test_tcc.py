@@ -9,16 +9,25 @@ import torch
 import torch.nn.functional as F
 
 from mixlab import engine
-from mixlab.workbook import stats
 from mixlab.config import ConfigError, resolve
 from mixlab.methods.base import DataSpec, EpochContext
 from mixlab.methods.tcc import TCC
 from mixlab.metrics import assignment_confidence, cluster_acc
 from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture.em import elbo, log_marginal
-from mixlab.mixture.tcc import (assignment_kl, assignment_log_probs, cluster_contrastive_loss, cluster_representations,
-                                gumbel_softmax, instance_elbo, instance_query, kl_to_uniform, marginal_entropy,
-                                sample_gumbel)
+from mixlab.mixture.tcc import (
+    assignment_kl,
+    assignment_log_probs,
+    cluster_contrastive_loss,
+    cluster_representations,
+    gumbel_softmax,
+    instance_elbo,
+    instance_query,
+    kl_to_uniform,
+    marginal_entropy,
+    sample_gumbel,
+)
+from mixlab.workbook import stats
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mixlab.workbook import experiments, viz  # noqa: E402
 from mixlab.config import SMOKE_NOTE  # noqa: E402
+from mixlab.workbook import experiments, viz  # noqa: E402
 
 
 def _table(seeds):

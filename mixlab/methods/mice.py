@@ -59,14 +59,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.mixture.em import kl_categorical
-from mixlab.mixture.mice import (analytical_mu, assignment_sums, gating_log_prior, hard_assignments,
-                                 mice_objective)
+from mixlab.mixture.mice import analytical_mu, assignment_sums, gating_log_prior, hard_assignments, mice_objective
 from mixlab.mixture.mmd import mmd_centers
 from mixlab.nets import ExpertHead, GatingHead, build_backbone
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.utils.precision import full_precision
 
 

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.utils.checks import ConfigError, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
-from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.mixture.contrastive import info_nce
+from mixlab.mixture.kmeans import spherical_kmeans
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.utils.checks import ConfigError, check_positive
 from mixlab.utils.precision import full_precision
 
 

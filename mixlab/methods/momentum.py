@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mixlab.methods.base import StepProgress
 from mixlab.utils import distributed as dist
 from mixlab.utils.checks import ConfigError
-from mixlab.methods.base import StepProgress
 
 __all__ = ["make_teacher", "ema_update_", "MomentumTeacher", "check_teacher_momentum", "shuffled_forward", "Queue"]
 

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, Method
 from mixlab.mixture.nmm import (
     consistency_loss,
@@ -52,6 +51,7 @@ from mixlab.mixture.nmm import (
     normalize_relevance,
 )
 from mixlab.nets import build_backbone, running_stats_frozen
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.utils.precision import full_precision
 
 if TYPE_CHECKING:

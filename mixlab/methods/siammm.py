@@ -49,9 +49,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixlab.utils import distributed as dist
-from mixlab.utils.checks import ConfigError, check_choice, check_positive
-from mixlab.nets.lars import LARS
 from mixlab.methods.base import DataSpec, EpochContext, Method, make_optimizer
 from mixlab.methods.momentum import MomentumTeacher, check_teacher_momentum, make_teacher
 from mixlab.metrics import participation_ratio
@@ -70,8 +67,10 @@ from mixlab.mixture.siammm import (
 )
 from mixlab.mixture.vmf import vmf_log_normalizer
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.nets.lars import LARS
+from mixlab.utils import distributed as dist
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.utils.precision import full_precision
-
 
 # ---- memory: what K0 needs beyond the networks, checked before training ----------------------------
 _GIB = 2.0**30

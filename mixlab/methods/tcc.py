@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.methods.base import DataSpec, EpochContext, Method
 from mixlab.methods.momentum import MomentumTeacher, Queue, check_teacher_momentum, make_teacher, shuffled_forward
 from mixlab.metrics import duplicate_pairs, posterior_entropy
 from mixlab.mixture import mmd_centers
-from mixlab.mixture.contrastive import info_nce
 from mixlab.mixture import tcc as M
+from mixlab.mixture.contrastive import info_nce
 from mixlab.nets import ProjectionHead, build_backbone
+from mixlab.utils.checks import ConfigError, check_choice, check_positive
 from mixlab.utils.precision import full_precision
 
 

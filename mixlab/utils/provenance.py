@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+
 import torch
 
 from mixlab.utils.paths import REPO

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mixlab.utils import cache, io, paths
 from mixlab.metrics import cluster_sizes, evaluate
+from mixlab.utils import cache, io, paths
 
 NAMES = ("k-means (pixels)", "PCA + k-means", "UMAP + k-means")
 

@@ -37,8 +37,8 @@ import numpy as np
 from scipy import stats as sps
 
 from mixlab.utils import io, paths
-from mixlab.workbook import report
 from mixlab.utils.provenance import provenance
+from mixlab.workbook import report
 from mixlab.workbook.stats import paired_t
 
 ALPHA = 0.05

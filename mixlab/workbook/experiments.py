@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mixlab import config as config_mod
-from mixlab.utils import cache, io, paths
 from mixlab import engine, rundir
-from mixlab.workbook import report
+from mixlab.utils import cache, io, paths
 from mixlab.utils.provenance import provenance
+from mixlab.workbook import report
 
 METRICS = ("acc", "nmi", "ari", "ami")
 

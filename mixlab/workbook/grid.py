@@ -38,10 +38,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mixlab.workbook import experiments
-from mixlab.utils import paths
 from mixlab import rundir
 from mixlab.config import ConfigError
+from mixlab.utils import paths
+from mixlab.workbook import experiments
 
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
             "htcondor": "HTCondorCluster"}

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, linear_sum_assignment
 
-from mixlab.utils import io
 from mixlab.mixture import banerjee_kappa, elbo, gmm, vmf_mean_resultant_length
 from mixlab.mixture.tcc import gumbel_softmax, kl_to_uniform
+from mixlab.utils import io
 
 __all__ = ["CertificateFailed", "Certificates", "EMTrace", "em_trace", "stopping_iteration", "exact_kappa",
            "banerjee_relative_error", "ellipse", "match_components", "kl_to_uniform_decomposition",

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from mixlab.utils import io, paths
 from mixlab.config import caveat
+from mixlab.utils import io, paths
 from mixlab.utils.provenance import provenance
 
 

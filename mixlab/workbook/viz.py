@@ -7,9 +7,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from mixlab.utils import io, paths
 from mixlab import rundir
 from mixlab.config import caveat
+from mixlab.utils import io, paths
 from mixlab.utils.provenance import provenance
 
 
