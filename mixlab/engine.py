@@ -26,7 +26,7 @@ from mixlab.data.folder import PREFIX as FOLDER_PREFIX
 from mixlab.methods import build as build_method
 from mixlab.methods import seed_everything
 from mixlab.methods.base import EpochContext, Method, StepProgress, evaluating
-from mixlab.metrics import cluster_sizes, evaluate, silhouette_cosine
+from mixlab.metrics import assignment_confidence, cluster_sizes, evaluate, silhouette_cosine
 from mixlab.utils import distributed as dist
 from mixlab.utils import paths, precision
 from mixlab.utils.provenance import provenance
@@ -429,6 +429,8 @@ class Trainer:
         if in_sync is not None:
             metrics["ranks_in_sync"] = in_sync
         metrics["cluster_sizes"] = cluster_sizes(post.argmax(1), post.shape[1]).tolist()
+        if post.shape[1] >= 2:  # how much the posterior says, label-free (a flat one is a collapse)
+            metrics.update(assignment_confidence(post))
         collapse = collapse_warning(metrics["cluster_sizes"], self.epoch,
                                     "images" if self.s.images.dtype == torch.uint8 else "samples")
         if collapse:

@@ -17,6 +17,7 @@ rows. Labels are used only here, never in training.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from mixlab import rundir
 from mixlab.methods.base import evaluating
+from mixlab.utils import io
 
 __all__ = ["linear_probe_acc", "knn_acc", "extract", "representation_eval", "apply", "load_matching", "predict"]
 
@@ -110,10 +112,17 @@ def representation_eval(run_dir: str | Path, *, k: int = 20, weighting: str = "w
 
     ``full_dataset=False`` uses the rows the run trained on (its ``subset``); ``True`` extracts
     features for the whole dataset (e.g. all 70k Fashion-MNIST images: 60k train / 10k test).
-    Returns ``{"linear_probe_acc", "knn_acc", "n_train", "n_test"}``.
+    Returns ``{"linear_probe_acc", "knn_acc", "n_train", "n_test"}``, computed once per set of
+    arguments and kept in the run's ``representation.json`` (part of its committed record).
     """
     from mixlab.data import load as load_dataset
 
+    asked = {"k": k, "weighting": weighting, "fn": fn, "full_dataset": full_dataset}
+    cached = rundir.folder(run_dir) / rundir.REPRESENTATION
+    if cached.is_file():
+        found = json.loads(cached.read_text())
+        if found.get("args") == asked:
+            return found["scores"]
     run = rundir.load(run_dir, device=device)
     t = run.cfg.train
     data = load_dataset(t.dataset, subset=None if full_dataset else t.subset, seed=t.data_seed)
@@ -122,9 +131,11 @@ def representation_eval(run_dir: str | Path, *, k: int = 20, weighting: str = "w
     feats = extract(run.method, data.images, run.augmenter, fn=fn)
     mask = data.train_mask.numpy().astype(bool)
     y = data.labels.numpy()
-    return {"linear_probe_acc": linear_probe_acc(feats[mask], y[mask], feats[~mask], y[~mask]),
-            "knn_acc": knn_acc(feats[mask], y[mask], feats[~mask], y[~mask], k=k, weighting=weighting),
-            "n_train": int(mask.sum()), "n_test": int((~mask).sum())}
+    scores = {"linear_probe_acc": linear_probe_acc(feats[mask], y[mask], feats[~mask], y[~mask]),
+              "knn_acc": knn_acc(feats[mask], y[mask], feats[~mask], y[~mask], k=k, weighting=weighting),
+              "n_train": int(mask.sum()), "n_test": int((~mask).sum())}
+    io.write_json(cached, {"args": asked, "scores": scores})
+    return scores
 
 
 def apply(cfg, augmenter, method, images: torch.Tensor, fn: str = "predict"):

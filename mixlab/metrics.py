@@ -125,15 +125,20 @@ def assignment_confidence(posterior, collapse_fraction: float = 0.01) -> dict:
     ``collapsed`` is True when kl_to_uniform < ``collapse_fraction`` * log K (the assignments carry
     under 1 % of a one-hot's information): the argmax is then a tie-break, and the run's ACC is no
     score of the method but an artefact; report such runs as collapsed."""
-    q = np.asarray(posterior.detach().cpu() if hasattr(posterior, "detach") else posterior, dtype=np.float64)
-    if q.ndim != 2 or q.shape[1] < 2:
-        raise ValueError(f"posterior must be [N, K] with K >= 2, got shape {q.shape}")
-    q = q / q.sum(1, keepdims=True)
-    log_k = np.log(q.shape[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(q > 0, q * np.log(q), 0.0).sum(1)
-    kl = float(log_k - ent.mean())
-    return {"mean_max_q": float(q.max(1).mean()), "kl_to_uniform": kl, "collapsed": kl < collapse_fraction * log_k}
+    posterior = posterior.detach().cpu().numpy() if hasattr(posterior, "detach") else np.asarray(posterior)
+    if posterior.ndim != 2 or posterior.shape[1] < 2:
+        raise ValueError(f"posterior must be [N, K] with K >= 2, got shape {posterior.shape}")
+    max_q, ent = [], []
+    for start in range(0, len(posterior), 8192):  # float64 in row blocks: O(8192 K) extra memory
+        q = posterior[start:start + 8192].astype(np.float64)
+        q = q / q.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent.append(-np.where(q > 0, q * np.log(q), 0.0).sum(1))
+        max_q.append(q.max(1))
+    log_k = np.log(posterior.shape[1])
+    kl = float(log_k - np.concatenate(ent).mean())
+    return {"mean_max_q": float(np.concatenate(max_q).mean()), "kl_to_uniform": kl,
+            "collapsed": kl < collapse_fraction * log_k}
 
 
 # ---- label-free diagnostics of a representation, prototypes and a posterior (logged per epoch) ----

@@ -9,6 +9,13 @@ A run folder ``out/`` holds::
     predictions.npz   final posterior, embedding and labels of the training images
     assignments.csv   one row per image: id, cluster = argmax_k q(k|x), probability = max_k q(k|x)
     snapshots/epoch_NNN.npz   posterior and embedding at chosen epochs (for figures)
+    representation.json       linear-probe / k-NN accuracy, once computed (evaluation.representation_eval)
+
+Its **record** (:func:`write_record`, committed under ``results/``) is what a notebook draws from,
+without the checkpoint: config, log, metrics, ``clusters.npz`` (argmax cluster and label of every
+image), the representation scores once computed, and for the runs a notebook's figures read
+(``keep``) the snapshots and ``model.pt`` (the trained weights, float16). :func:`restore` rebuilds a
+run folder from it, so a notebook reuses a committed run instead of training it again.
 
 Everything that reads or writes these files goes through this module; a relative folder is taken
 from the workbook root (:mod:`mixlab.utils.paths`)."""
@@ -27,7 +34,8 @@ from mixlab.utils import io, paths
 
 CONFIG, LOG, METRICS, CHECKPOINT = "config.json", "log.jsonl", "metrics.json", "checkpoint.pt"
 PREDICTIONS, ASSIGNMENTS, SNAPSHOTS = "predictions.npz", "assignments.csv", "snapshots"
-PUBLISHED = (METRICS, CONFIG, LOG)  # the small files a notebook copies into results/
+CLUSTERS, MODEL, REPRESENTATION = "clusters.npz", "model.pt", "representation.json"
+RECORD = (METRICS, CONFIG, LOG, CLUSTERS)  # every committed record holds these
 CHECKPOINT_KEYS = ("epoch", "global_step", "wall", "config", "history", "method", "optimizers", "schedulers")
 
 
@@ -109,6 +117,26 @@ def predictions(run) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def weights(run) -> dict[str, torch.Tensor]:
+    """The trained method's state dict: from the checkpoint, else from a record's ``model.pt``."""
+    if (folder(run) / CHECKPOINT).is_file():
+        return read_checkpoint(folder(run) / CHECKPOINT)["method"]
+    if (folder(run) / MODEL).is_file():
+        return torch.load(folder(run) / MODEL, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder(run)} holds no weights ({CHECKPOINT} or {MODEL}); train the run first")
+
+
+def clusters(run) -> dict[str, np.ndarray]:
+    """``cluster`` (argmax_k q(k|x), per training image) and ``labels`` (when the data has them):
+    from the record's ``clusters.npz``, else from ``predictions.npz``."""
+    if (folder(run) / CLUSTERS).is_file():
+        with np.load(folder(run) / CLUSTERS) as data:
+            return {k: data[k] for k in data.files}
+    found = predictions(run)
+    return {"cluster": found["posterior"].astype(np.float32).argmax(1),
+            **({"labels": found["labels"]} if "labels" in found else {})}
+
+
 def snapshot(run, epoch: int) -> dict[str, np.ndarray]:
     """A saved snapshot (index, embedding, posterior, labels) of a run at ``epoch``."""
     with np.load(folder(run) / SNAPSHOTS / f"epoch_{epoch:03d}.npz") as data:
@@ -152,6 +180,48 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return state
 
 
+# ---- the committed record of a run ----
+
+def write_record(run, record, *, keep: bool = False) -> None:
+    """Write the record of the finished run ``run`` into the folder ``record`` (see the module
+    docstring); ``keep`` adds its snapshots and its weights (``model.pt``) for the figures."""
+    run, record = folder(run), folder(record)
+    record.mkdir(parents=True, exist_ok=True)
+    for name in (METRICS, CONFIG, LOG, REPRESENTATION):
+        if (run / name).is_file():
+            io.copy(run / name, record / name)
+    found = clusters(run)
+    write_arrays(record / CLUSTERS, {"cluster": found["cluster"].astype(np.uint16),
+                                     **({"labels": found["labels"].astype(np.uint8)} if "labels" in found else {})})
+    if not keep:
+        return
+    for path in sorted((run / SNAPSHOTS).glob("epoch_*.npz")):
+        io.copy(path, record / SNAPSHOTS / path.name)
+    if (run / CHECKPOINT).is_file():
+        state = read_checkpoint(run / CHECKPOINT)["method"]
+        io.torch_save(record / MODEL, {k: v.half() if v.is_floating_point() else v for k, v in state.items()})
+    elif (run / MODEL).is_file():
+        io.copy(run / MODEL, record / MODEL)
+
+
+def has_record(record, *, keep: bool = False, representation: bool = False) -> bool:
+    """``record`` holds a whole record (with snapshots and weights when ``keep``, with the
+    representation scores when ``representation``)."""
+    record = folder(record)
+    return (all((record / name).is_file() for name in RECORD + ((REPRESENTATION,) if representation else ()))
+            and (not keep or ((record / MODEL).is_file() and bool(snapshot_epochs(record)))))
+
+
+def restore(record, run) -> None:
+    """Rebuild the run folder ``run`` from the committed ``record`` (no checkpoint: it cannot resume
+    or re-evaluate, but every notebook reads it; :func:`load` takes ``model.pt``)."""
+    record, run = folder(record), folder(run)
+    for path in sorted(record.rglob("*")):
+        if path.is_file() and path.name != METRICS:
+            io.copy(path, run / path.relative_to(record))
+    io.copy(record / METRICS, run / METRICS)  # last: it marks the run finished
+
+
 class Loaded(NamedTuple):
     """A finished run rebuilt without its training data."""
 
@@ -162,12 +232,14 @@ class Loaded(NamedTuple):
 
 
 def load(run, device: str = "cpu") -> Loaded:
-    """Rebuild a finished run from config.json, metrics.json and checkpoint.pt on ``device``."""
+    """Rebuild a finished run from config.json, metrics.json and checkpoint.pt (or a record's
+    model.pt) on ``device``."""
     from mixlab import config as config_mod
     from mixlab.methods import build
 
     run = folder(run)
-    missing = [f for f in (CONFIG, METRICS, CHECKPOINT) if not (run / f).is_file()]
+    has_weights = (run / CHECKPOINT).is_file() or (run / MODEL).is_file()
+    missing = [f for f in (CONFIG, METRICS) if not (run / f).is_file()] + ([] if has_weights else [CHECKPOINT])
     if missing:
         raise FileNotFoundError(f"{run} is not a finished run (missing {', '.join(missing)}); train it first")
     record = config(run)
@@ -177,6 +249,6 @@ def load(run, device: str = "cpu") -> Loaded:
     if spec is None:
         raise ValueError(f"{run}/{METRICS} has no 'input' record (written by an older mixlab); retrain the run")
     augmenter, method = build(cfg, spec["channels"], spec["image_size"], spec["n_samples"], torch.device(device))
-    method.load_state_dict(read_checkpoint(run / CHECKPOINT, device)["method"])
+    method.load_state_dict(weights(run))  # a record's float16 weights are cast to each tensor's dtype
     method.eval()
     return Loaded(cfg, spec, augmenter, method)

@@ -14,23 +14,22 @@
 # ---
 
 # %% [markdown]
-# # Leaderboard: every method on the same images, network and wall-clock budget
+# # Leaderboard: every method on the same images, each at the budget where it converges
 #
 # Each method trains with its own paper settings (its profile) on the **same images** (dataset,
-# subset, data seed), the **same backbone and input size**, and stops at the **same wall-clock
-# budget** of training (`time_budget_s`: steps and end-of-epoch M-steps count, the evaluation
-# for the log does not), then is evaluated on every image. A method that finishes its planned
-# epochs first stops there; one that is slower gets fewer steps and its learning-rate schedule
-# is cut where the budget ends. Beside them: k-means on raw pixels, PCA + k-means and UMAP +
-# k-means on the same images (`mixlab.workbook.baselines`). ACC is Hungarian-matched (K ≠ 10 allowed);
-# "final K" is the number of non-empty clusters.
+# subset, data seed) at the **same input size**, for the epochs its profile gives it: the label-free
+# rule of `mixlab.workbook.budget` (the training objective has levelled off before the learning rate
+# decays; at most 15 minutes of one core per run on `cpu`). These are the **main runs**
+# (`mixlab.workbook.main_runs`): the same runs the methods' own notebooks show, trained once. Beside
+# them: k-means on raw pixels, PCA + k-means and UMAP + k-means on the same images
+# (`mixlab.workbook.baselines`). ACC is Hungarian-matched (K ≠ 10 allowed); "final K" is the number
+# of non-empty clusters; "train s" is one run's training time on one core.
 
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
 publish = False # True only under `make reproduce`: write the tracked results/ and figures/
 methods = ["mice", "moco", "siammm", "nmm", "tcc"]
-shared = {"train": {"time_budget_s": 60}}   # train settings every method shares (images, network, budget)
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
 
 # %%
@@ -38,7 +37,7 @@ import matplotlib.pyplot as plt
 
 from mixlab.workbook import baselines as first_try
 from mixlab import config, rundir
-from mixlab.workbook import experiments, grid, viz
+from mixlab.workbook import experiments, grid, main_runs, viz
 from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing
@@ -47,7 +46,7 @@ EXP = "leaderboard"
 NAMES = {"mice": "MiCE", "moco": "MoCo+skm", "siammm": "SiamMM", "nmm": "NMM", "tcc": "TCC"}
 
 # %% tags=["grid"]
-GRID = [grid.Run(EXP, NAMES.get(method, method), method, seed, shared) for method in methods for seed in seeds]
+GRID = main_runs.runs([NAMES[method] for method in methods], seeds, profile)
 
 # %%
 rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
@@ -61,19 +60,21 @@ table = experiments.summarize(rows, metrics=METRICS + ("n_nonempty", "train_seco
 table["final K"] = table["n_nonempty_mean"].round(1)
 table["train s"] = table["train_seconds_mean"].round(1)
 table["epochs"] = table["epochs_mean"].round(1)
-table["cut by budget"] = [f"{sum(r['stopped_by_budget'] for r in rows if r['name'] == n)}/{len(seeds)}"
-                         for n in table.index]
-train = config.resolve(methods[0], profile, shared).train
+train = config.resolve(methods[0], profile).train
+different = {r["name"]: r["input"] for r in rows if (r["input"]["image_size"], r["input"]["n_samples"])
+             != (rows[0]["input"]["image_size"], rows[0]["input"]["n_samples"])}
+if different:
+    raise ValueError(f"the main runs of profile {profile} did not all train on {rows[0]['name']}'s images: {different}")
 table = first_try.beside(table, train, seeds, runs_dir=runs_dir, names=baselines)
 table.loc[list(baselines), "final K"] = table.loc[list(baselines), "n_nonempty_mean"]
 table.loc[list(baselines), "train s"] = table.loc[list(baselines), "wall_time_s"]
 experiments.write_table(table, results_dir, EXP, profile=profile, metrics=METRICS,
-                        extra=("final K", "train s", "epochs", "cut by budget"),
+                        extra=("final K", "train s", "epochs"),
                         note=f"{train.dataset} (subset {train.subset or 'all'}, data seed {train.data_seed}), "
-                             f"shared settings {shared['train']}; each method's own settings otherwise (its profile); "
-                             f"{experiments.seeds_label(seeds)}; 'cut by budget': runs stopped by time_budget_s; "
-                             "baselines: 'train s' is their fitting time.")
-experiments.show_table(table, profile, METRICS, extra=("final K", "train s", "epochs", "cut by budget"))
+                             f"image size {train.image_size}; each method's own settings (its profile, epochs by "
+                             f"mixlab.workbook.budget); {experiments.seeds_label(seeds)}; the main runs "
+                             "(mixlab.workbook.main_runs); baselines: 'train s' is their fitting time.")
+experiments.show_table(table, profile, METRICS, extra=("final K", "train s", "epochs"))
 
 # %% [markdown]
 # ## ACC against training time
@@ -92,4 +93,4 @@ ax.set_ylabel("ACC")
 ax.legend(fontsize=8)
 ax.set_title(f"ACC vs training time ({profile}, seed {seeds[0]})")
 viz.savefig(fig, "leaderboard_acc_vs_time", figures_dir, experiment=EXP, profile=profile, seeds=seeds,
-            shared=shared, runs={r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]})
+            runs={r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]})

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from mixlab.workbook import baselines as first_try
-from mixlab.workbook import claims, experiments, grid, viz
+from mixlab.workbook import claims, experiments, grid, main_runs, viz
 from mixlab import config, rundir
 from mixlab.utils import paths
 
@@ -59,16 +59,15 @@ runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<pr
 torch.set_num_threads(2)
 t0 = time.time()
 EXP = "mice"
-RUNS = {"MiCE": "mice", "MoCo+skm": "moco"}          # run name -> method
+RUNS = ["MiCE", "MoCo+skm"]  # the main runs (mixlab.workbook.main_runs), shared with the leaderboard
 cfg = config.resolve("mice", profile)  # MoCo's profile has the same budget
-OVERRIDES = {"train": {"snapshot_epochs": sorted({1, max(1, cfg.train.epochs // 2), cfg.train.epochs})}}  # first, middle, last
 
 # %% [markdown]
 # ## Train both methods over the seeds (Table 1 in miniature)
 
 # %% tags=["grid"]
 CHECK = "MiCE, cosine lr (check)"  # the budget-rule check below: MiCE again with a cosine lr
-GRID = [grid.Run(EXP, name, method, seed, OVERRIDES) for name, method in RUNS.items() for seed in seeds]
+GRID = main_runs.runs(RUNS, seeds, profile, keep_first=True)  # seeds[0] keeps its snapshots (figures below)
 GRID += [grid.Run(EXP, CHECK, "mice", seed, {"train": {"schedule": "cosine"}}) for seed in seeds if schedule_check]
 
 # %%

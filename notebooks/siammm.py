@@ -30,11 +30,16 @@
 #   L^H = −log Σ_{k∈M} π_k exp(κ̂_k μ̂_kᵀ v) pulls v towards its H nearest centroids with weights
 #   π_k ∝ α_k exp(μ_kᵀ v / τ) (Eq. 9–10) — again without negatives;
 # * **merging** after every epoch: clusters whose standardised centroid distance is below ζ are merged
-#   (Eq. 11), so K starts large (K0 = 100, far above any plausible K here) and shrinks. The paper
+#   (Eq. 11), so K starts large and shrinks. K0 keeps §5.1's images per initial cluster (1.28 M
+#   ImageNet images over 100k clusters: 12.8), i.e. K0 = 5469 for all 70,000 Fashion-MNIST images. The paper
 #   does not say when merging stops: Eq. 11 re-standardised every epoch always finds pairs below ζ and
 #   merges down to any floor, so mixlab keeps the distance threshold E{Z} + ζ·SE{Z} of the *first*
 #   merge (`merge_threshold="first"`; `"each"` is the literal per-epoch rule). The final K is
 #   whatever that leaves — the class count is never used — and ACC is Hungarian at that K.
+#
+# The E-step clusters v = E(x), the online encoder's projection (§3.2; `cluster_features`). Per epoch
+# the log keeps K, the effective dimension of the clustered embeddings (participation ratio) and the
+# largest cluster's share: label-free signs of a collapse, shown beside the merging curves.
 #
 # `mixlab/methods/siammm.py` walks through Algorithm 1 (App. A) step by step; every choice the paper
 # leaves open is a config field. A cluster prediction is the argmax of the mixture posterior
@@ -59,7 +64,7 @@ import torch
 
 from mixlab.workbook import baselines as first_try
 from mixlab import config, evaluation, metrics, rundir
-from mixlab.workbook import experiments, grid, viz
+from mixlab.workbook import experiments, grid, main_runs, viz
 from mixlab.utils import io, paths
 from mixlab.data import load as load_dataset
 
@@ -84,17 +89,20 @@ print(f"{cfg.train.dataset} subset={cfg.train.subset} backbone={cfg.train.backbo
 # has to beat.
 
 # %% tags=["grid"]
-GRID = [grid.Run(EXP, "SiamMM", "siammm", seed) for seed in seeds]
+GRID = main_runs.runs(["SiamMM"], seeds, profile, keep_first=True)  # the main runs, shared with the leaderboard
+for run in GRID:
+    run.representation = True  # the linear probe / k-NN scores below, kept in each run's record
 K0S = [k for k in merge_k0 if k != cfg.params.n_clusters]  # merging curves below; the profile's K0 is the runs above
-GRID += [grid.Run(EXP, f"SiamMM-K0={k0}", "siammm", seeds[0], {"method": {"n_clusters": k0}}) for k0 in K0S]
+GRID += [grid.Run(EXP, f"SiamMM-K0={k0}", "siammm", seeds[0],
+                  {"method": {"n_clusters": k0}, "train": main_runs.train_overrides("siammm", profile)}) for k0 in K0S]
 
 # %%
 done = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 rows = []
 for r in done[:len(seeds)]:
     log = rundir.log(r["run_dir"])
-    p = rundir.predictions(r["run_dir"])
-    pred, labels = p["posterior"].astype(np.float32).argmax(1), p["labels"]
+    p = rundir.clusters(r["run_dir"])
+    pred, labels = p["cluster"], p["labels"]
     rep = evaluation.representation_eval(r["run_dir"], full_dataset=probe_full_dataset)
     rows.append({**r, "K_final": log[-1]["K"], "majority_acc": metrics.majority_acc(labels, pred), **rep})
 table = experiments.summarize(rows, metrics=("acc", "nmi", "ari", "ami", "majority_acc", "linear_probe_acc",
@@ -137,14 +145,19 @@ curve_runs = {f"K0={cfg.params.n_clusters}, seed {r['seed']}": r["run_dir"] for 
 for k0, r in zip(K0S, done[len(seeds):]):
     curve_runs[f"K0={k0}, seed {seeds[0]}"] = r["run_dir"]
 curves = {label: rundir.log(path) for label, path in curve_runs.items()}
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
 for label, log in curves.items():
-    axes[0].plot([x["epoch"] for x in log], [x["K"] for x in log], marker=".", label=label)
+    epochs = [x["epoch"] for x in log]
+    axes[0].plot(epochs, [x["K"] for x in log], marker=".", label=label)
+    axes[1].plot(epochs, [x.get("effective_dim", np.nan) for x in log], marker=".", label=label)
+    axes[2].plot(epochs, [x["em_max_cluster_frac"] for x in log], marker=".", label=label)
     pts = [(x["K"], x["acc"]) for x in log if "acc" in x]
-    axes[1].plot(*zip(*pts), marker="o", label=label)
+    axes[3].plot(*zip(*pts), marker="o", label=label)
 axes[0].axhline(len(data.classes), ls=":", c="gray")
 axes[0].set(xlabel="epoch", ylabel="K (after merging)", yscale="log", title="merging curves")
-axes[1].set(xlabel="K", ylabel="ACC (Hungarian)", xscale="log", title="accuracy vs K (read right to left)")
+axes[1].set(xlabel="epoch", ylabel="participation ratio", title="effective dimension of E(x) (label-free)")
+axes[2].set(xlabel="epoch", ylabel="largest cluster's share", title="cluster sizes (label-free)")
+axes[3].set(xlabel="K", ylabel="ACC (Hungarian)", xscale="log", title="accuracy vs K (read right to left)")
 axes[0].legend(fontsize=8)
 viz.savefig(fig, "siammm_merging_curves", figures_dir, experiment=EXP, profile=profile,
             runs=curve_runs, zeta=cfg.params.zeta)
@@ -174,10 +187,9 @@ viz.savefig(fig, "siammm_training_curves", figures_dir, experiment=EXP, profile=
 
 # %%
 run0 = rows[0]["run_dir"]
-state = torch.load(f"{run0}/checkpoint.pt", map_location="cpu", weights_only=True)["method"]
-kappa = state["kappa"].numpy()
-p = rundir.predictions(run0)
-pred, labels = p["posterior"].astype(np.float32).argmax(1), p["labels"]
+kappa = rundir.weights(run0)["kappa"].float().numpy()
+p = rundir.clusters(run0)
+pred, labels = p["cluster"], p["labels"]
 train_data = load_dataset(cfg.train.dataset, subset=cfg.train.subset, seed=cfg.train.data_seed)
 K = len(kappa)
 sizes = np.bincount(pred, minlength=K)

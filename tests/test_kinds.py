@@ -16,7 +16,7 @@ MODULES = (contrastive, em, gmm, kmeans, merge, mice, mmd, nmm, queue_lse, siamm
 NO_ARRAY_IN = {  # made from sizes, shapes or callables, or scalar helpers: no kind to keep
     "mmd.mmd_centers", "mmd.mmd_algorithm2", "merge.distance_threshold", "nmm.score_bound",
     "nmm.gamma_for_batch", "nmm.synthesize_input", "tcc.sample_gumbel", "tcc.simplex_assign_temperature",
-    "tcc.concrete_temperature",
+    "tcc.concrete_temperature", "tcc.cluster_contrast_temperature",
 }
 TORCH_ONLY = {"contrastive", "mice", "nmm", "queue_lse", "siammm", "tcc"}
 

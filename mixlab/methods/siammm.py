@@ -159,8 +159,9 @@ class SiamMMConfig:
     mstep: str = "hard"               # responsibilities p(k|v) in Eq. 5: "hard" (the k-means assignment,
                                       # Algorithm 1's clustering E-step) or "soft" (pi over the H nearest,
                                       # Eq. 10, on the clustered embeddings); mixlab's choice: hard
-    cluster_features: str = "momentum"  # embeddings clustered in the E-step: "momentum" (E_m(x), the PCL
-                                      # convention; mixlab's choice) or "online" (g(E(x)))
+    cluster_features: str = "encoder"  # embeddings clustered in the E-step: "encoder" E(x), backbone +
+                                      # projection (§3.2: v_i = E(x_i)); "momentum" E_m(x) (PCL's
+                                      # convention) or "online" g(E(x)) as ablations
     cluster_on: str = "prediction"    # which v enters Eq. 9: "prediction" g(E(x)) (as in Algorithm 1's
                                       # L(v1, v2, v1m, v2m | mu, kappa)) or "projection" E(x)
     # -- centroid update (§4.3), merging (§4.2) ---------------------------------------------------
@@ -217,7 +218,7 @@ class SiamMMConfig:
         check_choice("method.alpha_mode", self.alpha_mode, ("uniform", "size"))
         check_choice("method.kappa_mode", self.kappa_mode, KAPPA_MODES)
         check_choice("method.mstep", self.mstep, ("hard", "soft"))
-        check_choice("method.cluster_features", self.cluster_features, ("momentum", "online"))
+        check_choice("method.cluster_features", self.cluster_features, ("encoder", "momentum", "online"))
         check_choice("method.cluster_on", self.cluster_on, ("prediction", "projection"))
         check_choice("method.centroid_update", self.centroid_update, ("consistent", "reinit"))
         check_choice("method.merge_mode", self.merge_mode, ("pairs", "components"))
@@ -363,6 +364,9 @@ class SiamMM(Method):
 
     # ---- end of epoch: Merge (epoch e), then E- and M-step (for epoch e + 1) ----------------------
     def _cluster_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings the E-step clusters (``cluster_features``), L2-normalised."""
+        if self.cfg.cluster_features == "encoder":
+            return F.normalize(self.encoder(x).float(), dim=1)
         if self.cfg.cluster_features == "momentum":
             return F.normalize(self.encoder_m(x).float(), dim=1)
         return F.normalize(self.predictor(self.encoder(x)).float(), dim=1)

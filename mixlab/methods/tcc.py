@@ -57,9 +57,10 @@ class TCCConfig:
     gumbel: bool = True             # False: deterministic variant c = softmax(log q / lambda), no noise
     gumbel_temperature: float | None = None  # lambda of the Gumbel-softmax; None = 1/(K-1), the largest
     #                                 lambda with a log-convex Concrete density (Maddison et al. 2017)
-    kl: str = "marginal"            # KL to the uniform prior: "marginal" KL(q_bar || 1/K) on the batch
-    #                                 mean (mixlab's choice: E_x of the per-image KL = I(x;k) + KL(q_bar||U)
-    #                                 penalises informative assignments) | "sample": Eq. (2) per image
+    kl: str = "sample"              # KL to the uniform prior: "sample" KL(q(k|x) || 1/K) per image, Eq. (2)
+    #                                 as written | "marginal" KL(q_bar || 1/K) on the batch mean, the
+    #                                 departure tested against it (E_x of the per-image KL = I(x;k) +
+    #                                 KL(q_bar||U) also charges informative assignments)
     hard: bool = False              # straight-through one-hot c in training (mixlab's choice: soft c;
     #                                 the hard argmax is only the predicted label)
     share_noise: bool = False       # False: an independent eps for every encoding (query, key, both
@@ -81,8 +82,9 @@ class TCCConfig:
     instance_weight: float = 1.0    # weight of -ELBO (0: TCC without the instance level)
     cluster_weight: float = 1.0     # weight of the cluster loss (0: TCC without the cluster level)
     cluster_repr: str = "tcc"       # "tcc": r_k = L2N(sum_i c_i(k) h_i) | "cc": r_k = c[:, k] (Eq. 6)
-    cluster_temperature: float = 1.0  # tau_c of the cluster NT-Xent (CC's 1.0: the supplement's cluster
-    #                                 contrast is CC's with TCC's r_k, §B.2.2; it gives no value)
+    cluster_temperature: float | None = None  # tau_c of the cluster NT-Xent; the supplement gives none
+    #                                 (§B.2.2 is CC's contrast, whose tau_c is 1.0). None = t's rule: the
+    #                                 largest tau_c at which the positive can reach 0.99 (K = 10: 0.148)
     cluster_target: str = "online"  # view-2 r_k from the "online" network (symmetric, gradient both
     #                                 views) or the EMA "momentum" teacher (mixlab's choice)
     entropy_weight: float = 0.0     # optional -w * H(mean_i q(k|x_i)) anti-collapse term (off: not TCC)
@@ -138,6 +140,12 @@ class TCC(Method):
     Config = TCCConfig
 
     n_views = 2
+
+    @property
+    def cluster_temperature(self) -> float:
+        """tau_c: the configured value, or :func:`~mixlab.mixture.tcc.cluster_contrast_temperature`."""
+        t = self.cfg.cluster_temperature
+        return t if t is not None else M.cluster_contrast_temperature(self.cfg.n_clusters)
 
     @property
     def assign_temperature(self) -> float:
@@ -206,7 +214,7 @@ class TCC(Method):
             pi2, f2 = (c2, h2) if cfg.cluster_target == "online" else (kc2, kh2)
             r1 = M.cluster_representations(c1, h1, cfg.cluster_repr)
             r2 = M.cluster_representations(pi2, f2, cfg.cluster_repr)
-            loss_clu = M.cluster_contrastive_loss(r1, r2, cfg.cluster_temperature)
+            loss_clu = M.cluster_contrastive_loss(r1, r2, self.cluster_temperature)
             ent = M.marginal_entropy(torch.cat([log_q1, log_q2]))
             loss = cfg.instance_weight * loss_inst + cfg.cluster_weight * loss_clu - cfg.entropy_weight * ent
         self.queue.push(torch.cat([k2, k1]) if symmetric else k2)  # the losses read a copy of the queue

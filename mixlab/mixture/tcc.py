@@ -31,7 +31,8 @@ from mixlab.mixture.em import kl_categorical
 __all__ = [
     "sample_gumbel", "gumbel_softmax", "kl_to_uniform", "assignment_log_probs", "instance_query",
     "instance_elbo", "cluster_representations", "cluster_contrastive_loss",
-    "marginal_entropy", "assignment_kl", "simplex_assign_temperature", "concrete_temperature",
+    "marginal_entropy", "assignment_kl", "simplex_assign_temperature", "cluster_contrast_temperature",
+    "concrete_temperature",
 ]
 
 
@@ -97,18 +98,26 @@ def assignment_kl(log_q: Tensor, kind: str = "marginal") -> Tensor:
     raise ValueError(f"kind={kind!r}: choose 'marginal' or 'sample'")
 
 
-def simplex_assign_temperature(K: int, confidence: float = 0.99) -> float:
+def simplex_assign_temperature(K: int, confidence: float = 0.99, negatives: int | None = None) -> float:
     """The largest temperature t of q(k|x) = softmax(<mu_k, h>/t) at which q can reach
     ``confidence`` on one cluster: h = mu_k with the K prototypes a regular simplex (cosine
     -1/(K-1) between them, the MMD initialisation), i.e. solving
-    1 / (1 + (K-1) exp(-(K/(K-1)) / t)) = confidence:
+    1 / (1 + n exp(-(K/(K-1)) / t)) = confidence with n = ``negatives`` (K - 1 by default):
 
-        t = (K / (K-1)) / log((K-1) confidence / (1 - confidence)).
+        t = (K / (K-1)) / log(n confidence / (1 - confidence)).
 
     A larger t caps max_k q below ``confidence`` whatever the network does (t = 1, K = 10: 0.45)."""
-    if K < 2 or not 0 < confidence < 1:
-        raise ValueError(f"K={K} must be >= 2 and confidence={confidence} in (0, 1)")
-    return (K / (K - 1)) / math.log((K - 1) * confidence / (1 - confidence))
+    negatives = K - 1 if negatives is None else negatives
+    if K < 2 or negatives < 1 or not 0 < confidence < 1:
+        raise ValueError(f"K={K} must be >= 2, negatives={negatives} >= 1 and confidence={confidence} in (0, 1)")
+    return (K / (K - 1)) / math.log(negatives * confidence / (1 - confidence))
+
+
+def cluster_contrast_temperature(K: int, confidence: float = 0.99) -> float:
+    """tau_c of :func:`cluster_contrastive_loss` by the rule of t (:func:`simplex_assign_temperature`):
+    the largest tau_c at which the positive can reach ``confidence`` against its 2K - 2 negatives
+    when each view's r_k form a regular simplex (K = 10: 0.148; CC's tau_c = 1 caps it at 0.12)."""
+    return simplex_assign_temperature(K, confidence, negatives=2 * K - 2)
 
 
 def concrete_temperature(K: int) -> float:

@@ -72,6 +72,12 @@ def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def copy(src, dst) -> None:
+    """Copy the file ``src`` to ``dst`` atomically (its folders made as needed)."""
+    data = paths.resolve(src).read_bytes()
+    atomic(dst, lambda fh: fh.write(data))
+
+
 def torch_save(path, obj) -> None:
     atomic(path, lambda fh: torch.save(obj, fh))
 

@@ -118,6 +118,18 @@ def minimum_detectable_effect(n_seeds: int, spread: float, *, alpha: float = ALP
     return float(d) * spread
 
 
+def seeds_for(effect: float, spread: float, choices: Sequence[int] = (3, 5), *, alpha: float = ALPHA,
+              power: float = 0.8) -> int | None:
+    """Seeds a claim needs, by a rule fixed before its runs: the fewest of ``choices`` whose
+    :func:`minimum_detectable_effect` at the assumed paired ``spread`` is at most the paper's
+    ``effect`` (same units); None when even the most affordable cannot resolve it (run it once, as
+    an illustration, and say so)."""
+    for n in sorted(choices):
+        if minimum_detectable_effect(n, spread, alpha=alpha, power=power) <= abs(effect):
+            return n
+    return None
+
+
 def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
           seeds: Sequence[int] | None = None, alpha: float = ALPHA) -> Verdict:
     """Effect, paired t-test over seeds and the verdict of ``claim`` (see the module docstring)."""

@@ -1,10 +1,11 @@
 """Run grids of experiments with caching, and collect their metrics into tables.
 
 A run lives in ``runs_dir/<experiment>/<name>/seed<seed>/`` (checkpoints, logs, snapshots: git-ignored);
-its small files (metrics, config, log) are copied to ``results_dir/<experiment>/<name>-seed<seed>/``
-(committed); relative folders are taken from the workbook root (:mod:`mixlab.utils.paths`). A run whose config is unchanged
-and finished is not trained again unless ``force`` (:mod:`mixlab.utils.cache`); one interrupted is resumed
-from its checkpoint. A notebook's grid of runs goes to Dask workers through :mod:`mixlab.workbook.grid`.
+its record (:func:`mixlab.rundir.write_record`: metrics, config, log, cluster assignments) goes to
+``results_dir/<experiment>/<name>-seed<seed>/`` (committed); relative folders are taken from the
+workbook root (:mod:`mixlab.utils.paths`). A run whose config is unchanged and finished is not trained
+again unless ``force`` (:mod:`mixlab.utils.cache`), nor one whose committed record has the same config
+(a pass can span several sittings); one interrupted is resumed from its checkpoint. A notebook's grid of runs goes to Dask workers through :mod:`mixlab.workbook.grid`.
 """
 from __future__ import annotations
 
@@ -26,21 +27,38 @@ def run_dir(experiment: str, name: str, seed: int, runs_dir="runs") -> Path:
 
 
 class Planned(NamedTuple):
-    """One run resolved, before anything is written: its config, run folder and published folder."""
+    """One run resolved, before anything is written: its config, run folder and record folders."""
 
     cfg: config_mod.RunConfig
     out: Path        # runs_dir/<experiment>/<name>/seed<seed>
     published: Path  # results_dir/<experiment>/<name>-seed<seed>
+    committed: Path  # the same under the profile's committed results (paths.outputs(profile, publish=True))
 
-    def same_config(self) -> bool:
-        """The run folder holds a run of this config, as asked (a batch or queue fitted to a small
-        data set is undone first, :func:`mixlab.engine.asked_config`)."""
-        return ((self.out / rundir.CONFIG).is_file()
-                and engine.asked_config(rundir.config(self.out)) == self.cfg.to_dict())
+    def same_config(self, folder: Path | None = None) -> bool:
+        """``folder`` (default: the run folder) holds a run of this config, as asked (a batch or
+        queue fitted to a small data set is undone first, :func:`mixlab.engine.asked_config`)."""
+        folder = self.out if folder is None else folder
+        return ((folder / rundir.CONFIG).is_file()
+                and engine.asked_config(rundir.config(folder)) == self.cfg.to_dict())
 
-    def finished(self) -> bool:
-        """Trained to the end with this config: reused, not trained again."""
-        return rundir.is_finished(self.out) and self.same_config()
+    def finished(self, keep: bool = False, representation: bool = False) -> bool:
+        """Trained to the end with this config, with what is asked (``keep``: weights and snapshots;
+        ``representation``: weights or the scores), so reused, not trained again. A folder restored
+        from a record without them is not."""
+        if not (rundir.is_finished(self.out) and self.same_config()):
+            return False
+        weights = any((self.out / f).is_file() for f in (rundir.CHECKPOINT, rundir.MODEL))
+        snapshots = bool(rundir.snapshot_epochs(self.out)) or not self.cfg.train.snapshot_epochs
+        scored = weights or (self.out / rundir.REPRESENTATION).is_file()
+        return (not keep or (weights and snapshots)) and (not representation or scored)
+
+    def record(self, keep: bool = False, representation: bool = False) -> Path | None:
+        """A record of this config to restore instead of training (:func:`mixlab.rundir.restore`):
+        in this pass's results folder, else in the profile's committed results; None if neither."""
+        for folder in dict.fromkeys((self.published, self.committed)):
+            if rundir.has_record(folder, keep=keep, representation=representation) and self.same_config(folder):
+                return folder
+        return None
 
 
 def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
@@ -50,26 +68,43 @@ def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, ov
     overrides = {s: dict(v) for s, v in (overrides or {}).items()}
     overrides.setdefault("train", {})["seed"] = seed
     cfg = config_mod.resolve(method, profile, overrides)
-    published = paths.resolve(results_dir or drafts.results_dir) / experiment / f"{name}-seed{seed}"
-    return Planned(cfg, run_dir(experiment, name, seed, runs_dir or drafts.runs_dir), published)
+    leaf = Path(experiment) / f"{name}-seed{seed}"
+    published = paths.resolve(results_dir or drafts.results_dir) / leaf
+    committed = paths.resolve(paths.outputs(profile, publish=True).results_dir) / leaf
+    return Planned(cfg, run_dir(experiment, name, seed, runs_dir or drafts.runs_dir), published, committed)
 
 
 def run(experiment: str, name: str, method: str, *, profile: str, seed: int, overrides: dict | None = None,
-        runs_dir: str | Path | None = None, results_dir: str | Path | None = None, force: bool = False) -> dict:
-    """Train (or reuse) one run and publish its metrics; returns the metrics with ``run_dir``.
-    Folders left out are the profile's unpublished ones (:func:`mixlab.utils.paths.outputs`). A run folder
-    that an interrupted run of the same config left (a killed process or Dask worker) resumes from
-    its checkpoint; one of another config, or any with ``force``, starts over. One process at a time
-    trains a run folder (a lock beside it): a second caller waits, then reuses the finished run."""
+        runs_dir: str | Path | None = None, results_dir: str | Path | None = None, force: bool = False,
+        keep: bool = False, representation: bool = False) -> dict:
+    """Train (or reuse) one run and write its record (:func:`mixlab.rundir.write_record`; ``keep``:
+    with snapshots and weights, for figures; ``representation``: with the linear-probe / k-NN scores
+    of :func:`mixlab.evaluation.representation_eval`); returns the metrics with ``run_dir``. Folders left
+    out are the profile's unpublished ones (:func:`mixlab.utils.paths.outputs`).
+
+    Reuse, in this order: a finished run folder of the same config; else a committed record of it
+    (this pass's results, then the profile's committed ``results/``), restored into the run folder;
+    else a run folder that an interrupted run of the same config left (a killed process or Dask
+    worker) resumes from its checkpoint; else it trains. ``force`` trains from scratch. One process
+    at a time trains a run folder (a lock beside it): a second caller waits, then reuses the run."""
     p = plan(experiment, name, method, profile=profile, seed=seed, overrides=overrides, runs_dir=runs_dir,
              results_dir=results_dir)
-    if force or not p.finished():
+    if force or not p.finished(keep, representation):
         with cache.exclusive(p.out.parent / f".{p.out.name}.lock", wait=True):
-            if force or not p.finished():
-                _train(p, fresh=force)
-    p.published.mkdir(parents=True, exist_ok=True)
-    for f in rundir.PUBLISHED:
-        shutil.copyfile(p.out / f, p.published / f)
+            if force or not p.finished(keep, representation):
+                record = None if force else p.record(keep, representation)
+                if record is not None:
+                    print(f"[experiments] {name} seed {seed}: reusing the committed run {record}", flush=True)
+                    if p.out.exists():
+                        shutil.rmtree(p.out)
+                    rundir.restore(record, p.out)
+                else:
+                    _train(p, fresh=force)
+    if representation:
+        from mixlab.evaluation import representation_eval
+
+        representation_eval(p.out)  # computed once, then kept in the run folder and its record
+    rundir.write_record(p.out, p.published, keep=keep)
     return {**rundir.metrics(p.out), "name": name, "run_dir": str(p.out)}
 
 

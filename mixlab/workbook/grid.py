@@ -3,11 +3,11 @@
     GRID = [grid.Run(EXP, name, method, seed) for name, method in RUNS.items() for seed in seeds]
     rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 
-:func:`submit` reuses each run already finished with the same config (the rule of
+:func:`submit` reuses each run already finished, or committed, with the same config (the rule of
 :func:`mixlab.workbook.experiments.run`) without sending it anywhere, sends the others to the cluster of
-:func:`client`, longest first by their last recorded times (a run never timed first), and returns
-every run's row (what :func:`mixlab.workbook.experiments.run` returns) in the declared order once all are
-in. A worker that dies mid-run costs its current epoch only: Dask gives the run to another worker,
+:func:`client` seed by seed (a pass cut short leaves whole seeds), longest first within a seed by
+their last recorded times (a run never timed first), and returns every run's row (what
+:func:`mixlab.workbook.experiments.run` returns) in the declared order once all are in. A worker that dies mid-run costs its current epoch only: Dask gives the run to another worker,
 which resumes it from its checkpoint. Each run's ``metrics.json`` names the worker that trained it
 (``provenance.worker``).
 
@@ -45,7 +45,7 @@ from mixlab.workbook import experiments
 
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster",
             "htcondor": "HTCondorCluster"}
-UNTIMED = 10 ** 9  # Dask priority of a run never timed: it may be the longest
+UNTIMED = 10 ** 9  # expected seconds of a run never timed: it may be the longest
 
 
 @dataclass
@@ -57,6 +57,8 @@ class Run:
     method: str
     seed: int
     overrides: dict = field(default_factory=dict)
+    keep: bool = False  # its record keeps snapshots and weights: a notebook's figures read them
+    representation: bool = False  # its record keeps the linear-probe / k-NN scores (SiamMM's yardstick)
 
     def __post_init__(self):
         self.overrides = self.overrides or {}
@@ -70,6 +72,12 @@ def longest_first(names: list[str], expected: dict[str, float]) -> list[str]:
     ties in the given order. Started in this order on N workers the wall time is at most 4/3 of the
     best order's (Graham's longest-processing-time rule)."""
     return sorted(names, key=lambda name: -expected.get(name, math.inf))
+
+
+def priority(seed: int, expected: float | None) -> int:
+    """Dask priority (higher first) of a run: seed-major, so a pass cut short leaves whole seeds
+    (every run of seed 0 before any of seed 1), then longest first within a seed."""
+    return (10 ** 4 - seed) * 10 ** 10 + round(min(UNTIMED, UNTIMED if expected is None else expected))
 
 
 def expected_wall_seconds(names: list[str], expected: dict[str, float], jobs: int) -> float:
@@ -111,8 +119,9 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
     for i, (run, planned) in enumerate(zip(runs, plans)):
         if force and planned.out.exists():
             shutil.rmtree(planned.out)
-        if not force and planned.finished():
-            rows[i] = _run(run, profile, folders)  # publishes it: no worker needed
+        if not force and (planned.finished(run.keep, run.representation)
+                          or planned.record(run.keep, run.representation) is not None):
+            rows[i] = _run(run, profile, folders)  # reuses and publishes it: no worker needed
         else:
             todo.append(i)
     if not todo:
@@ -124,15 +133,15 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
             rows[i] = _run(runs[i], profile, folders)
         return rows
     expected = {str(i): s for i in todo if (s := last_seconds(runs[i], plans[i], profile)) is not None}
-    order = [int(i) for i in longest_first([str(i) for i in todo], expected)]
+    order = sorted(todo, key=lambda i: -priority(runs[i].seed, expected.get(str(i))))
     _gather(client(), runs, order, expected, rows, profile, folders)
     return rows
 
 
 def _gather(dask_client, runs: list[Run], order: list[int], expected: dict, rows: list, profile: str,
             folders: dict) -> None:
-    """Submit ``runs[i]`` for every ``i`` of ``order`` (the longest first, and ahead of shorter runs
-    that other notebooks queued: the priority is the run's expected seconds), then wait for them."""
+    """Submit ``runs[i]`` for every ``i`` of ``order``, with :func:`priority` (so across the notebooks
+    that share the cluster: lower seeds first, the longest first within a seed), then wait for them."""
     from dask.base import tokenize
     from distributed import as_completed
 
@@ -141,11 +150,11 @@ def _gather(dask_client, runs: list[Run], order: list[int], expected: dict, rows
     for i in order:
         args = (runs[i], profile, folders, env, os.getcwd())
         future = dask_client.submit(_on_worker, *args, key=f"mixlab-run-{tokenize(*args)}",
-                                    priority=round(expected.get(str(i), UNTIMED)))
+                                    priority=priority(runs[i].seed, expected.get(str(i))))
         index[future.key] = i
         futures.append(future)
     reused = len(runs) - len(order)
-    print(f"[grid] {len(order)} runs to {_describe(dask_client)}, longest first"
+    print(f"[grid] {len(order)} runs to {_describe(dask_client)}, seed by seed, longest first"
           + (f"; {reused} finished earlier, reused" if reused else ""), flush=True)
     for n, future in enumerate(as_completed(futures), 1):
         i = index[future.key]
@@ -162,7 +171,7 @@ def _gather(dask_client, runs: list[Run], order: list[int], expected: dict, rows
 
 def _run(run: Run, profile: str, folders: dict) -> dict:
     return experiments.run(run.experiment, run.name, run.method, profile=profile, seed=run.seed,
-                           overrides=run.overrides, **folders)
+                           overrides=run.overrides, keep=run.keep, representation=run.representation, **folders)
 
 
 def _on_worker(run: Run, profile: str, folders: dict, env: dict, cwd: str) -> dict:

@@ -122,12 +122,12 @@ def pvalue_report(rows: Sequence[dict], reference: str, *, profile: str):
     Table 3 layout), then ``reference`` against each other method: pooled McNemar
     (:func:`paired_test`) beside the paired t-test over seeds on ACC (:func:`paired_t`).
     ``rows`` are :func:`mixlab.workbook.experiments.run` rows (``name``, ``seed``, ``acc``, ``run_dir``
-    holding ``predictions.npz``); returns ``(markdown, DataFrame)``."""
+    whose :func:`mixlab.rundir.clusters` has labels); returns ``(markdown, DataFrame)``."""
     labels, preds, acc = {}, {}, {}
     for r in sorted(rows, key=lambda r: int(r["seed"])):
-        z = rundir.predictions(r["run_dir"])
+        z = rundir.clusters(r["run_dir"])
         labels.setdefault(r["name"], []).append(z["labels"])
-        preds.setdefault(r["name"], []).append(z["posterior"].astype(np.float32).argmax(1))
+        preds.setdefault(r["name"], []).append(z["cluster"])
         acc.setdefault(r["name"], []).append(float(r["acc"]))
     if reference not in preds:
         raise ValueError(f"reference {reference!r} has no runs; known: {', '.join(preds)}")
