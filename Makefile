@@ -7,7 +7,7 @@ PROFILE ?= cpu
 JOBS    ?=
 SCHEDULER ?=
 
-.PHONY: test reproduce lab notebooks clean venv smoke
+.PHONY: test reproduce train lab notebooks clean venv smoke
 
 # Notebooks are tracked as jupytext .py files; their .ipynb twins (git-ignored) are built from them.
 NOTEBOOKS := $(patsubst %.py,%.ipynb,$(wildcard notebooks/*.py))
@@ -34,6 +34,12 @@ test: $(STAMP) $(NOTEBOOKS)
 # once (JOBS=N: N at once); their runs go to one Dask cluster: a local one of one worker per core (or GPU),
 # or the scheduler SCHEDULER=tcp://HOST:PORT (default $MIXLAB_SCHEDULER). ONLY="mice tcc" runs just
 # those, FORCE=1 re-runs unchanged ones.
+# Only the runs: every run the notebooks declare on PROFILE, seed by seed, without executing them; each
+# finished run's record lands in results/ (commit it: a later reproduce, here or elsewhere, reuses it).
+train: $(STAMP)
+	$(BIN)/python -m mixlab reproduce --train-only --profile $(PROFILE) $(if $(SCHEDULER),--scheduler $(SCHEDULER),) \
+		$(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
+
 reproduce: $(STAMP)
 	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS),) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask scheduler for the notebooks' runs (tcp://HOST:PORT or a scheduler file; default:"
                         " $MIXLAB_SCHEDULER, else a local cluster of one worker per core or GPU; none: no Dask)")
+    r.add_argument("--train-only", action="store_true",
+                   help="train every run the notebooks declare (seed by seed) without executing the notebooks;"
+                        " a later reproduce reuses them")
     r.add_argument("--runner", choices=("papermill", "script"),
                    help="papermill (default when installed) or script (runs the paired .py files)")
     sub.add_parser("notebooks", help="save every notebook pair as JupyterLab + jupytext do, outputs stripped "
@@ -123,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             from mixlab.workbook import notebooks, pipeline
             start = time.perf_counter()
+            if args.train_only:
+                rows = pipeline.train(args.profile, only=args.only, force=args.force, scheduler=args.scheduler)
+                print(f"[train] {len(rows)} runs of profile {args.profile} in {time.perf_counter() - start:.0f} s")
+                return 0
             try:
                 pipeline.reproduce(args.profile, only=args.only, force=args.force, runner=args.runner,
                                    jobs=args.jobs, scheduler=args.scheduler)

@@ -208,8 +208,10 @@ def has_record(record, *, keep: bool = False, representation: bool = False) -> b
     """``record`` holds a whole record (with snapshots and weights when ``keep``, with the
     representation scores when ``representation``)."""
     record = folder(record)
-    return (all((record / name).is_file() for name in RECORD + ((REPRESENTATION,) if representation else ()))
-            and (not keep or ((record / MODEL).is_file() and bool(snapshot_epochs(record)))))
+    if not all((record / name).is_file() for name in RECORD + ((REPRESENTATION,) if representation else ())):
+        return False
+    snapshots_asked = bool(config(record)["train"].get("snapshot_epochs"))
+    return not keep or ((record / MODEL).is_file() and (bool(snapshot_epochs(record)) or not snapshots_asked))
 
 
 def restore(record, run) -> None:

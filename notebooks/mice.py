@@ -40,7 +40,7 @@ publish = False    # True only under `make reproduce`: write the tracked results
 tsne_points = 1000     # snapshot points shown in the t-SNE panels
 embedding = "tsne"     # "tsne" (scikit-learn) or "umap" (umap-learn) for the 2-D maps
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
-schedule_check = True  # train MiCE once more per seed with a cosine lr: the budget-rule check below
+schedule_check = True  # train MiCE once more per seed with a cosine lr: the schedule check below
 
 # %%
 import time

@@ -35,15 +35,21 @@
 #   claim that the mixture improves the representation (compare the linear-probe / k-NN columns).
 #
 # The paper's numbers are ImageNet linear-probe top-1 (%) after 200 epochs of ResNet-50; ours are
-# clustering scores on a Fashion-MNIST subset after a few epochs of a small CNN, so compare
-# **directions** (does the change hurt?), not values.
+# clustering scores on Fashion-MNIST with a small CNN, so compare **directions** (does the change
+# hurt?), not values. Every row trains at SiamMM's main budget (`mixlab.workbook.budget`); with no
+# `base_overrides` the `SiamMM` row is the main run itself (`mixlab.workbook.main_runs`). How many seeds
+# a row gets is decided before its runs, as in the MiCE ablations (`claims.seeds_for`, from the
+# paper's effect |row − 73.2| and the minimum detectable effect); rows without a paper number, or
+# whose effect no affordable seed count resolves, run once as illustrations.
 
 # %% tags=["parameters"]
 profile = "smoke"
 seeds = [0]
 publish = False                                                     # True only under `make reproduce`: write the tracked results/ and figures/
 baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try baselines, same images
-base_overrides = {}          # applied to every row (e.g. a shorter schedule for the cpu profile)
+base_overrides = {}          # applied to every row; empty: the SiamMM row is the shared main run
+seed_choices = None          # e.g. [3, 5]: seeds per row by claims.seeds_for; None: every row on all seeds
+assumed_spread = 0.05        # paired seed spread (ACC) assumed by the rule
 row_names = None             # names of the rows below to train (None: every row); "SiamMM" is always kept
 
 # %%
@@ -52,7 +58,7 @@ import time
 import matplotlib.pyplot as plt
 
 from mixlab.workbook import baselines as first_try
-from mixlab.workbook import claims, experiments, grid, viz
+from mixlab.workbook import claims, experiments, grid, main_runs, viz
 from mixlab import config, evaluation, rundir
 from mixlab.utils import paths
 
@@ -83,10 +89,31 @@ cfg = config.resolve("siammm", profile, base_overrides)
 print(f"base: {cfg.train.dataset} subset={cfg.train.subset} epochs={cfg.train.epochs} K0={cfg.params.n_clusters} "
       f"zeta={cfg.params.zeta} H={cfg.params.n_nearest}")
 
+def row_seeds(name: str, paper: float | None) -> list[int]:
+    """All seeds, or the rule's count of them (one, an illustration, without a paper number)."""
+    if seed_choices is None or name == "SiamMM":
+        return list(seeds)
+    n = None if paper is None else claims.seeds_for((paper - ROWS["SiamMM"][1]) / 100, assumed_spread, seed_choices)
+    return list(seeds[:n or 1])
+
+
+SEEDS = {name: row_seeds(name, paper) for name, (_, paper) in ROWS.items()}
+if seed_choices is not None:  # the reference runs on as many seeds as its most demanding row
+    SEEDS["SiamMM"] = list(seeds[:max(len(s) for n, s in SEEDS.items() if n != "SiamMM")])
+ILLUSTRATION = [name for name, s in SEEDS.items() if len(s) == 1 and len(seeds) > 1]
+
+
+def declared(name: str, method_over: dict, seed: int) -> grid.Run:
+    if name == "SiamMM" and not base_overrides:
+        return main_runs.run("SiamMM", seed, profile)
+    return grid.Run(EXP, name, "siammm", seed, {"train": dict(base_overrides.get("train", {})),
+                                                "method": {**base_overrides.get("method", {}), **method_over}})
+
+
 # %% tags=["grid"]
-GRID = [grid.Run(EXP, name, "siammm", seed, {"train": dict(base_overrides.get("train", {})),
-                                             "method": {**base_overrides.get("method", {}), **method_over}})
-        for name, (method_over, _) in ROWS.items() for seed in seeds]
+GRID = [declared(name, method_over, seed) for name, (method_over, _) in ROWS.items() for seed in SEEDS[name]]
+for run in GRID:
+    run.representation = True  # the linear probe / k-NN scores below, kept in each run's record
 
 # %%
 rows = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
@@ -110,12 +137,15 @@ table["paper ImageNet top-1"] = [ROWS[n][1] for n in table.index]
 ablation_verdicts = claims.versus_reference(rows, "SiamMM", {name: paper for name, (_, paper) in ROWS.items()},
                                             source="SiamMM Tab. 5-6")
 table["verdict"] = claims.reference_column(table.index, ablation_verdicts, "SiamMM")
+table["seeds by rule"] = [f"{len(SEEDS[n])}" + (" (illustration)" if n in ILLUSTRATION else "") if n in SEEDS else ""
+                          for n in table.index]
 table = first_try.beside(table, cfg.train, seeds, runs_dir=runs_dir, names=baselines)
 experiments.write_table(table, results_dir, EXP, profile=profile,
                         note=f"{cfg.train.dataset} (subset {cfg.train.subset}), {cfg.train.backbone}, "
                              f"{cfg.train.epochs} epochs, K0={cfg.params.n_clusters}, zeta={cfg.params.zeta}; "
                              f"{experiments.seeds_label(seeds)}. table.csv holds the final K and the paper's "
-                             "ImageNet top-1 of each row.")
+                             "ImageNet top-1 of each row; '(illustration)': one seed, no verdict.",
+                        extra=("seeds by rule",))
 experiments.show_table(table, profile)
 print(table[["K_final_mean", "linear_probe_acc_mean", "knn_acc_mean", "paper ImageNet top-1",
              "verdict"]].to_string())

@@ -35,3 +35,51 @@ def test_experiments_reuse_a_finished_run_of_the_same_config(tmp_path, monkeypat
     experiments.run("exp", "toy", "toy", profile="smoke", seed=0, overrides={"train": {"epochs": 2}}, **dirs)
     experiments.run("exp", "toy", "toy", profile="smoke", seed=0, overrides={"train": {"epochs": 2}}, force=True, **dirs)
     assert len(trained) == 3                                                       # new config, then forced
+
+
+def test_a_committed_record_is_reused_where_runs_is_empty(tmp_path, monkeypatch):
+    """A pass spans sittings: a run's record (results/, committed) restores it in a clone whose runs/
+    is empty, without training: the same metrics and cluster assignments, and with ``keep`` its
+    float16 weights rebuild the trained model. A changed config or ``force`` trains again."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from mixlab import engine, rundir
+    from mixlab.workbook import experiments
+
+    trained, real_train = [], engine.train
+    monkeypatch.setattr(engine, "train", lambda cfg, out, **kw: trained.append(out) or real_train(cfg, out, **kw))
+    dirs = {"runs_dir": tmp_path / "runs", "results_dir": tmp_path / "results"}
+    first = experiments.run("exp", "toy", "toy", profile="smoke", seed=0, keep=True, **dirs)
+    clusters, weights = rundir.clusters(first["run_dir"]), rundir.weights(first["run_dir"])
+    record = tmp_path / "results" / "exp" / "toy-seed0"
+    assert rundir.has_record(record, keep=True) and not (record / rundir.CHECKPOINT).exists()
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: only what was committed
+    again = experiments.run("exp", "toy", "toy", profile="smoke", seed=0, keep=True, **dirs)
+    assert len(trained) == 1 and again == first
+    np.testing.assert_array_equal(rundir.clusters(again["run_dir"])["cluster"], clusters["cluster"])
+    restored = rundir.load(again["run_dir"]).method.state_dict()
+    for name, value in weights.items():
+        torch.testing.assert_close(restored[name], value.half().to(value.dtype) if value.is_floating_point() else value)
+
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, overrides={"train": {"epochs": 2}}, **dirs)
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, force=True, **dirs)
+    assert len(trained) == 3  # another config, then forced
+
+
+def test_a_record_without_weights_is_not_reused_where_weights_are_asked(tmp_path, monkeypatch):
+    from mixlab import engine
+    from mixlab.workbook import experiments
+
+    trained, real_train = [], engine.train
+    monkeypatch.setattr(engine, "train", lambda cfg, out, **kw: trained.append(out) or real_train(cfg, out, **kw))
+    dirs = {"runs_dir": tmp_path / "runs", "results_dir": tmp_path / "results"}
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, **dirs)
+    import shutil
+    shutil.rmtree(tmp_path / "runs")
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, **dirs)             # tables only: restored
+    experiments.run("exp", "toy", "toy", profile="smoke", seed=0, keep=True, **dirs)  # figures need weights
+    assert len(trained) == 2

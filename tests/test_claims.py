@@ -123,3 +123,13 @@ def test_minimum_detectable_effect_is_where_the_paired_t_test_has_80_percent_pow
     assert minimum_detectable_effect(3, 0.05) > minimum_detectable_effect(5, 0.05) > minimum_detectable_effect(10, 0.05)
     assert minimum_detectable_effect(5, 0.08) > minimum_detectable_effect(5, 0.04)
     assert minimum_detectable_effect(1, 0.05) != minimum_detectable_effect(1, 0.05)  # NaN: one seed
+
+
+def test_seeds_for_takes_the_fewest_seeds_whose_mde_resolves_the_paper_effect():
+    from mixlab.workbook.claims import minimum_detectable_effect, seeds_for
+
+    assert seeds_for(0.252, 0.05) == 3                     # MiCE A5: 25.2 points
+    assert seeds_for(0.086, 0.05) == 5                     # A3 + A4: 8.6 points
+    assert seeds_for(0.015, 0.05) is None                  # A3 alone: an illustration
+    n = seeds_for(0.086, 0.05, (3, 5, 10))
+    assert minimum_detectable_effect(n, 0.05) <= 0.086 < minimum_detectable_effect(3, 0.05)

@@ -10,8 +10,8 @@ gathered into ``results/claims.md``. Each notebook runs with its working directo
 ``notebooks/``, as in JupyterLab. A notebook whose source, parameters and library code are
 unchanged since its last successful execution is skipped unless forced. A failure stops the
 pipeline with the notebook's name and the path of its executed copy; everything finished before it
-stays as it is. The notebooks of ``RENDERED`` also get an executed, rendered copy committed under
-``docs/`` (cpu profile, papermill runner), so that they can be read without running. The runs
+stays as it is. On the cpu profile (papermill runner) every executed notebook is also rendered to
+HTML under ``docs/notebooks/`` (:data:`RENDERED`, committed), so that it can be read without running. The runs
 of all notebooks go to one Dask cluster, started here or joined (:func:`shared_cluster`), so that
 they spread over every worker instead of running one notebook's after another.
 """
@@ -32,8 +32,7 @@ from mixlab.workbook import claims, notebooks, report
 from mixlab.workbook.experiments import mean_std
 from mixlab.workbook.grid import expected_wall_seconds, longest_first
 
-# notebooks whose executed copy (outputs and figures inlined) is written into the repository on the cpu profile
-RENDERED = {"em_elbo_primer": Path("docs") / "primer"}
+RENDERED = Path("docs") / "notebooks"  # executed notebooks as HTML (outputs and figures inlined), cpu profile
 
 
 def run_all(run_one, todo: list[tuple], jobs: int) -> dict:
@@ -161,8 +160,8 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         reused = reused_run_seconds(name, profile, started_at)
         record = {"notebook": name, "status": "ran", "seconds": seconds, "reused_seconds": reused,
                   "executed": str(out)}
-        if profile == "cpu" and name in RENDERED and out.suffix == ".ipynb":
-            rendered = notebooks.render(out, root / RENDERED[name])
+        if profile == "cpu" and out.suffix == ".ipynb":
+            rendered = notebooks.render(out, root / RENDERED)
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
             print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
         io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
@@ -200,6 +199,71 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         for page in FILLED_PAGES:
             fill_readme(root / page, paths.root())
     return records
+
+
+def grids(profile: str, only: list[str] | None = None, root: Path = REPO) -> dict[str, tuple[dict, list]]:
+    """Each manifest notebook with a grid: ``(folders, runs)`` it declares on ``profile`` (its cells up
+    to the one tagged ``grid``, with the parameters of a publishing pass; nothing is trained)."""
+    found = {}
+    for name in notebooks.manifest(root):
+        if (only and name not in only) or not notebooks.has_grid(name, root):
+            continue
+        namespace = notebooks.run_cells(name, notebooks.parameters(name, profile, root), root, until_tag="grid")
+        found[name] = ({"runs_dir": namespace["runs_dir"], "results_dir": namespace["results_dir"]}, namespace["GRID"])
+    return found
+
+
+def declared_runs(profile: str, only: list[str] | None = None, root: Path = REPO) -> tuple[dict, list]:
+    """Every run of :func:`grids`, each run folder once, with the union of what the notebooks keep of
+    it: ``(folders, runs)``. Two notebooks that name one run folder with different settings are an error."""
+    runs: dict[tuple, object] = {}
+    folders: dict = {}
+    for name, (folders, declared) in grids(profile, only, root).items():
+        for run in declared:
+            known = runs.setdefault((run.experiment, run.name, run.seed), run)
+            if known.overrides != run.overrides or known.method != run.method:
+                raise ConfigError(f"run {run} is declared twice with different settings ({name}: {run.overrides};"
+                                  f" before: {known.overrides}); give one of them another name")
+            known.keep, known.representation = known.keep or run.keep, known.representation or run.representation
+    return folders, list(runs.values())
+
+
+def training_core_seconds(profile: str, root: Path = REPO) -> tuple[list[list], float]:
+    """Rows ``[notebook, runs declared, runs recorded, training core-seconds]`` from the records of the
+    same config in the profile's published results (each run's ``train_seconds`` times its torch threads; a run two
+    notebooks share counts in both), and the total over distinct runs."""
+    from mixlab.workbook import experiments
+
+    rows, distinct = [], {}
+    for name, (folders, declared) in grids(profile, root=root).items():
+        seconds, recorded = 0.0, 0
+        for run in declared:
+            planned = experiments.plan(run.experiment, run.name, run.method, profile=profile, seed=run.seed,
+                                       overrides=run.overrides, **folders)
+            record = planned.committed
+            if not ((record / rundir.METRICS).is_file() and planned.same_config(record)):
+                continue
+            threads = rundir.config(record)["train"].get("num_threads") or 1
+            distinct[(run.experiment, run.name, run.seed)] = rundir.metrics(record)["train_seconds"] * threads
+            seconds += distinct[(run.experiment, run.name, run.seed)]
+            recorded += 1
+        rows.append([name, len(declared), recorded, round(seconds)])
+    return rows, round(sum(distinct.values()))
+
+
+def train(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
+          scheduler: str | None = None, root: Path = REPO) -> list[dict]:
+    """Train (or reuse) every run of :func:`declared_runs` without executing the notebooks: one Dask
+    cluster (:func:`shared_cluster`), seed by seed, longest first within a seed
+    (:mod:`mixlab.workbook.grid`); each run's record lands in the published results as it finishes. A
+    pass cut short keeps every finished run, and a later ``reproduce`` or ``train`` (in another
+    sitting, from the committed records) reuses them."""
+    from mixlab.workbook import grid
+
+    folders, runs = declared_runs(profile, only, root)
+    print(f"[train] {len(runs)} runs declared by the notebooks on profile {profile}", flush=True)
+    with shared_cluster(scheduler):
+        return grid.submit(runs, profile=profile, force=force, **folders)
 
 
 REUSE_NOTE = ("A pass that found finished runs of an unchanged config under runs/ reused them instead of"
@@ -288,5 +352,11 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
                      f"{total:.1f}", f"{reused:.1f}", f"{total + reused:.1f}"])
         parts.append(report.table(["notebook", "status", "seconds", "+ reused runs' training (s)",
                                    "from an empty runs/ (s)"], rows))
+    if profile != "smoke":
+        rows, total = training_core_seconds(profile)
+        parts.append(report.table(["notebook", "runs declared", "runs recorded", "training core-seconds"],
+                                  rows + [["**all notebooks** (each run once)", "", "", total]]))
+        parts.append(f"Training: {total / 3600:.2f} core-hours for the recorded runs (each run's `train_seconds` "
+                     "times its torch threads, from its record under results/).\n")
     return report.write(results_dir / "summary.md", "\n".join(parts), writer="`python -m mixlab reproduce`",
                         profile=profile, note=REUSE_NOTE if timings and reused else "")
