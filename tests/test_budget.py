@@ -26,6 +26,8 @@ def test_budget_applies_the_schedule_fraction_and_the_cap():
     assert budget.budget("nmm", log, "constant").epochs == e1
     slow = [{**r, "seconds": 301.0} for r in log]
     assert budget.budget("tcc", slow, "step").epochs == 3  # 900 s of one core: capped
+    shared = [{**r, "seconds": 301.0 if e < 5 else r["seconds"]} for e, r in enumerate(log)]
+    assert budget.budget("tcc", shared, "step").cap == 30  # a few epochs beside other jobs: the median
 
 
 def test_objective_of_a_multi_stage_and_a_siammm_row():

@@ -16,8 +16,9 @@ The rule, fixed before any probe ran:
    schedule is above half its peak for the first half, so ``E = 2 E1``; a constant schedule (NMM
    §8.2) stops at ``E = E1``.
 4. **Cap.** One run may take at most :data:`MAX_RUN_SECONDS` of one core:
-   ``E <= floor(MAX_RUN_SECONDS / seconds per epoch of the probe)``, so three seeds of every main
-   run fit the pipeline's 12 core-hours. A capped E is marked as such.
+   ``E <= floor(MAX_RUN_SECONDS / seconds per epoch of the probe)`` (the median over its epochs, so
+   other jobs that shared the machine for a while do not shorten the run), so three seeds of every
+   main run fit the pipeline's 12 core-hours. A capped E is marked as such.
 
 ``python -m mixlab.workbook.budget`` runs the probes (or reuses them) and writes
 ``results/budget/budget.md``; the profiles (``mixlab/profiles/*.yaml``) carry the epochs it gives.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 from dataclasses import asdict, dataclass
 
 from mixlab import config as config_mod
@@ -73,7 +75,7 @@ class Budget:
 
     method: str
     levelled: int | None      # E1 (None: the probe never levelled off)
-    seconds_per_epoch: float  # of the probe's training steps, one core
+    seconds_per_epoch: float  # median over the probe's epochs of its training steps, one core
     schedule: str
     by_rule: int              # E from E1 and the schedule
     cap: int                  # MAX_RUN_SECONDS / seconds_per_epoch
@@ -86,7 +88,7 @@ def budget(method: str, log: list[dict], schedule: str) -> Budget:
     losses = [objective(row) for row in log]
     e1 = levelled_epoch(losses)
     by_rule = math.ceil((e1 or len(losses)) / DECAY_START[schedule])
-    seconds = sum(row["seconds"] - row.get("eval_seconds", 0.0) for row in log) / len(log)
+    seconds = statistics.median(row["seconds"] - row.get("eval_seconds", 0.0) for row in log)
     cap = max(1, math.floor(MAX_RUN_SECONDS / seconds))
     epochs = min(by_rule, cap)
     milestones = [round(f * epochs) for f in STEP_FRACTIONS] if schedule == "step" else []
