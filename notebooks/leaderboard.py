@@ -36,7 +36,7 @@ baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]
 import matplotlib.pyplot as plt
 
 from mixlab.workbook import baselines as first_try
-from mixlab import config, rundir
+from mixlab import config
 from mixlab.workbook import experiments, grid, main_runs, viz
 from mixlab.utils import paths
 

@@ -46,7 +46,6 @@ schedule_check = True  # train MiCE once more per seed with a cosine lr: the sch
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from mixlab.workbook import baselines as first_try

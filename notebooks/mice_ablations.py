@@ -49,11 +49,10 @@ baselines = ["k-means (pixels)", "PCA + k-means", "UMAP + k-means"]  # first-try
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from mixlab.workbook import baselines as first_try
 from mixlab.workbook import claims, experiments, grid, main_runs, viz
-from mixlab import config, rundir
+from mixlab import config
 from mixlab.utils import paths
 
 runs_dir, results_dir, figures_dir = paths.outputs(profile, publish)  # runs/<profile>/ unless publishing

@@ -74,7 +74,7 @@ import numpy as np
 import torch
 
 from mixlab.workbook import baselines as first_try
-from mixlab import config, metrics, rundir
+from mixlab import config, rundir
 from mixlab.workbook import experiments, grid, main_runs, stats, viz
 from mixlab.utils import io, paths
 

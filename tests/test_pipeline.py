@@ -309,3 +309,15 @@ def test_longest_first_counts_the_runs_a_notebooks_last_pass_reused(project, mon
     pipeline.reproduce("smoke", runner="papermill", jobs=2, root=project)
     # 460 | 300 + 180 on two workers: 480 s
     assert "(timings.json): first, second, third; about 8 min" in capsys.readouterr().out
+
+
+def test_the_notebooks_share_each_main_run_and_declare_it_once():
+    # the leaderboard and the mice notebook both declare MiCE's main runs: `make train` sends each
+    # run folder once, kept (snapshots and weights) because the mice notebook draws figures from it
+    folders, runs = pipeline.declared_runs("smoke", only=["leaderboard", "mice"])
+    keys = [(r.experiment, r.name, r.seed) for r in runs]
+    assert len(keys) == len(set(keys)) and folders["results_dir"] == "runs/smoke/results"
+    assert {"MiCE", "MoCo+skm", "SiamMM", "NMM", "TCC"} <= {r.name for r in runs if r.experiment == "main"}
+    mice = next(r for r in runs if r.name == "MiCE" and r.seed == 0)
+    assert mice.experiment == "main" and mice.keep
+    assert not next(r for r in runs if r.name == "NMM").keep  # only the leaderboard, which draws no figure from it

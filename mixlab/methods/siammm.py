@@ -256,7 +256,7 @@ class SiamMM(Method):
         self.predictor = ProjectionHead(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim,
                                         n_layers=cfg.pred_layers)              # g
         self.encoder_m = make_teacher(self.encoder)                            # E_m (no gradients)
-        d, N, H = cfg.proj_dim, spec.n_samples, cfg.n_nearest
+        d, N = cfg.proj_dim, spec.n_samples
         self.register_buffer("mu", torch.zeros(0, d))                # [K, d] mean directions (Eq. 6)
         self.register_buffer("kappa", torch.zeros(0))                # [K] concentrations (Eq. 7 / 16)
         self.register_buffer("log_frac", torch.zeros(0))             # [K] log cluster fractions (mixing weights)

@@ -105,6 +105,27 @@ def probe(method: str, profile: str = "cpu", *, force: bool = False) -> Budget:
     return budget(method, rundir.log(row["run_dir"]), schedule)
 
 
+def plot(budgets: list[Budget], logs: dict[str, list[dict]], profile: str) -> None:
+    """``figures/budget_probes.png``: each probe's objective per epoch, E1 and E marked."""
+    import matplotlib.pyplot as plt
+
+    from mixlab.workbook import viz
+
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4 * len(budgets), 3.2), squeeze=False)
+    for ax, b in zip(axes[0], budgets):
+        epochs = [row["epoch"] for row in logs[b.method]]
+        ax.plot(epochs, [objective(row) for row in logs[b.method]], marker=".")
+        if b.levelled:
+            ax.axvline(b.levelled, color="tab:green", ls="--", lw=1, label=f"levelled off: E1 = {b.levelled}")
+        ax.set(xlabel="epoch", ylabel="training objective", title=f"{b.method}: E = {b.epochs}"
+               + (" (capped)" if b.epochs < b.by_rule else ""))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    viz.savefig(fig, "budget_probes", paths.outputs(profile, publish=True).figures_dir, profile=profile,
+                experiment=EXPERIMENT, probe_epochs=PROBE_EPOCHS, window=WINDOW, fraction=FRACTION)
+    plt.close(fig)
+
+
 def write(budgets: list[Budget], profile: str) -> None:
     """``results/budget/budget.md``: each method's probe and the epochs it gives."""
     columns = ["method", "levelled off at E1", "s/epoch (1 core)", "schedule", "E by rule", "cap", "E", "steps at"]
@@ -128,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     budgets = [probe(m, args.profile, force=args.force) for m in (args.method or PROBED)]
     write(budgets, args.profile)
+    outputs = paths.outputs(args.profile, publish=True)
+    plot(budgets, {b.method: rundir.log(experiments.run_dir(EXPERIMENT, f"{b.method}-probe", 0, outputs.runs_dir))
+                   for b in budgets}, args.profile)
     for b in budgets:
         print(b)
 

@@ -24,7 +24,7 @@ import re
 import time
 from pathlib import Path
 
-from mixlab import rundir
+from mixlab import config, rundir
 from mixlab.config import PROFILES, ConfigError
 from mixlab.utils import cache, io, paths
 from mixlab.utils.provenance import REPO, provenance
@@ -228,27 +228,52 @@ def declared_runs(profile: str, only: list[str] | None = None, root: Path = REPO
     return folders, list(runs.values())
 
 
-def training_core_seconds(profile: str, root: Path = REPO) -> tuple[list[list], float]:
-    """Rows ``[notebook, runs declared, runs recorded, training core-seconds]`` from the records of the
-    same config in the profile's published results (each run's ``train_seconds`` times its torch threads; a run two
-    notebooks share counts in both), and the total over distinct runs."""
-    from mixlab.workbook import experiments
+def training_time(profile: str, root: Path = REPO) -> dict:
+    """The training core-seconds of every run the notebooks declare on ``profile``: measured where the
+    profile's published results hold a record of the same config (its ``train_seconds`` times its torch
+    threads), else estimated (its epochs times the seconds per epoch of the same method's recorded
+    runs, or of its budget probe, ``results/budget/budget.json``; MoCo takes MiCE's probe). Returns
+    ``rows`` (``[notebook, runs declared, runs recorded, measured core-s, estimated core-s]``; a run two
+    notebooks share counts in both), ``measured`` and ``estimated`` (each distinct run once) and
+    ``wall`` (workers -> seconds, the distinct runs longest first on that many one-core workers)."""
+    from mixlab.workbook import budget, experiments
 
-    rows, distinct = [], {}
+    def workload(cfg, method: str | None = None) -> tuple:  # what sets the seconds of an epoch
+        t = cfg.train
+        return method or cfg.method, t.dataset, t.subset, t.backbone, t.image_size, t.batch_size
+
+    results = paths.resolve(paths.outputs(profile, publish=True).results_dir)
+    probes = results / budget.EXPERIMENT / "budget.json"
+    per_epoch: dict = {}
+    for b in json.loads(probes.read_text()) if probes.is_file() else []:
+        for method in (b["method"], "moco") if b["method"] == "mice" else (b["method"],):
+            per_epoch[workload(config.resolve(method, profile), method)] = [b["seconds_per_epoch"]]
+    plans, measured = {}, {}
     for name, (folders, declared) in grids(profile, root=root).items():
-        seconds, recorded = 0.0, 0
         for run in declared:
             planned = experiments.plan(run.experiment, run.name, run.method, profile=profile, seed=run.seed,
                                        overrides=run.overrides, **folders)
-            record = planned.committed
-            if not ((record / rundir.METRICS).is_file() and planned.same_config(record)):
+            plans.setdefault(name, []).append(((run.experiment, run.name, run.seed), planned))
+            if (planned.committed / rundir.METRICS).is_file() and planned.same_config(planned.committed):
+                record = rundir.metrics(planned.committed)
+                threads = planned.cfg.train.num_threads or 1
+                measured[(run.experiment, run.name, run.seed)] = record["train_seconds"] * threads
+                key = ("recorded",) + workload(planned.cfg)
+                per_epoch.setdefault(key, []).append(record["train_seconds"] / record["epochs"])
+    estimated = {}
+    for runs in plans.values():
+        for key, planned in runs:
+            if key in measured:
                 continue
-            threads = rundir.config(record)["train"].get("num_threads") or 1
-            distinct[(run.experiment, run.name, run.seed)] = rundir.metrics(record)["train_seconds"] * threads
-            seconds += distinct[(run.experiment, run.name, run.seed)]
-            recorded += 1
-        rows.append([name, len(declared), recorded, round(seconds)])
-    return rows, round(sum(distinct.values()))
+            known = per_epoch.get(("recorded",) + workload(planned.cfg)) or per_epoch.get(workload(planned.cfg))
+            if known:  # no record nor probe of this workload (another network or data): no estimate
+                estimated[key] = sum(known) / len(known) * planned.cfg.train.epochs * (planned.cfg.train.num_threads or 1)
+    rows = [[name, len(runs), sum(key in measured for key, _ in runs), round(sum(measured.get(k, 0) for k, _ in runs)),
+             round(sum(estimated.get(k, 0) for k, _ in runs))] for name, runs in plans.items()]
+    seconds = {str(k): v for k, v in {**measured, **estimated}.items()}
+    order = longest_first(list(seconds), seconds)
+    return {"rows": rows, "measured": round(sum(measured.values())), "estimated": round(sum(estimated.values())),
+            "wall": {n: round(expected_wall_seconds(order, seconds, n)) for n in (2, 8)}}
 
 
 def train(profile: str = "cpu", *, only: list[str] | None = None, force: bool = False,
@@ -353,10 +378,14 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
         parts.append(report.table(["notebook", "status", "seconds", "+ reused runs' training (s)",
                                    "from an empty runs/ (s)"], rows))
     if profile != "smoke":
-        rows, total = training_core_seconds(profile)
-        parts.append(report.table(["notebook", "runs declared", "runs recorded", "training core-seconds"],
-                                  rows + [["**all notebooks** (each run once)", "", "", total]]))
-        parts.append(f"Training: {total / 3600:.2f} core-hours for the recorded runs (each run's `train_seconds` "
-                     "times its torch threads, from its record under results/).\n")
+        spent = training_time(profile)
+        parts.append(report.table(["notebook", "runs declared", "runs recorded", "measured core-s", "estimated core-s"],
+                                  spent["rows"] + [["**all notebooks** (each run once)", "", "", spent["measured"],
+                                                   spent["estimated"]]]))
+        hours = (spent["measured"] + spent["estimated"]) / 3600
+        parts.append(f"Training from an empty runs/: {hours:.1f} core-hours ({spent['measured'] / 3600:.1f} measured "
+                     f"from the records under results/, {spent['estimated'] / 3600:.1f} estimated for the runs not "
+                     f"recorded yet); run longest first on one-core workers about {spent['wall'][2] / 3600:.1f} h on 2, "
+                     f"{spent['wall'][8] / 3600:.1f} h on 8 (`mixlab.workbook.pipeline.training_time`).\n")
     return report.write(results_dir / "summary.md", "\n".join(parts), writer="`python -m mixlab reproduce`",
                         profile=profile, note=REUSE_NOTE if timings and reused else "")
