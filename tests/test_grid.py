@@ -70,7 +70,8 @@ def test_reproduce_spreads_a_notebooks_runs_over_both_workers(tmp_path):
         done = subprocess.run([sys.executable, "-m", "mixlab", "reproduce", "--profile", "smoke", "--only", "mice",
                                "--scheduler", address], env=env, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    metrics = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "smoke" / "mice").rglob("metrics.json")]
+    runs = tmp_path / "runs" / "smoke"  # MiCE's and MoCo's main runs, and the notebook's own check
+    metrics = [json.loads(p.read_text()) for folder in ("main", "mice") for p in (runs / folder).rglob("metrics.json")]
     assert len(metrics) == 3
     workers = {m["provenance"]["worker"]["name"] for m in metrics}
     assert workers == {"w1", "w2"}, workers
@@ -152,8 +153,8 @@ def test_run_resumes_an_interrupted_folder_of_its_config_and_restarts_a_changed_
     monkeypatch.setattr(engine, "train", lambda cfg, out, **k: trained.append(k) or real_train(cfg, out, **k))
     resumed = experiments.run("e", "toy", "toy", overrides={"train": {"epochs": 3}}, **kw)
     assert trained == [{"resume": True}] and resumed["epochs"] == 3
-    reference = experiments.run("e", "toy", "toy", overrides={"train": {"epochs": 3}},
-                                **{**kw, "runs_dir": tmp_path / "ref"})
+    reference = experiments.run("e", "toy", "toy", overrides={"train": {"epochs": 3}},  # trained, not restored
+                                **{**kw, "runs_dir": tmp_path / "ref", "results_dir": tmp_path / "ref-results"})
     assert resumed["acc"] == reference["acc"] and resumed["nmi"] == reference["nmi"]
     experiments.run("e", "toy", "toy", overrides={"train": {"epochs": 3}}, **kw)  # finished: reused
     assert trained == [{"resume": True}, {}]  # the reference only
@@ -187,6 +188,11 @@ class FakeClient:
         address = "fake://"
 
 
+def test_priority_is_seed_major_then_longest_first():
+    assert grid.priority(0, 5) > grid.priority(1, 10 ** 6) > grid.priority(1, 5)  # all of seed 0 first
+    assert grid.priority(2, None) > grid.priority(2, 10 ** 5)                     # never timed: may be longest
+
+
 def test_submit_reuses_finished_runs_here_and_sends_the_rest_longest_first(tmp_path, monkeypatch, one_thread):
     import distributed
 
@@ -203,7 +209,8 @@ def test_submit_reuses_finished_runs_here_and_sends_the_rest_longest_first(tmp_p
         (published / "metrics.json").write_text(json.dumps({"wall_time_s": seconds}))
     rows = grid.submit(runs, **kw)
     assert [r["name"] for r in rows] == ["r0", "r1", "r2", "r3"]
-    assert [(run.name, priority) for run, priority in fake.sent] == [("r2", grid.UNTIMED), ("r3", 50), ("r0", 5)]
+    assert [(run.name, priority) for run, priority in fake.sent] == [
+        ("r2", grid.priority(0, None)), ("r3", grid.priority(0, 50)), ("r0", grid.priority(0, 5))]
     assert all(r["provenance"]["worker"] is None for r in rows)  # not on a Dask worker
     fake.sent.clear()
     assert [r["acc"] for r in grid.submit(runs, **kw)] == [r["acc"] for r in rows] and fake.sent == []

@@ -70,7 +70,8 @@ def plan(experiment: str, name: str, method: str, *, profile: str, seed: int, ov
     cfg = config_mod.resolve(method, profile, overrides)
     leaf = Path(experiment) / f"{name}-seed{seed}"
     published = paths.resolve(results_dir or drafts.results_dir) / leaf
-    committed = paths.resolve(paths.outputs(profile, publish=True).results_dir) / leaf
+    committed = (paths.resolve(paths.outputs(profile, publish=True).results_dir) / leaf
+                 if profile in paths.PUBLISHED_PROFILES else published)  # smoke: nothing is committed
     return Planned(cfg, run_dir(experiment, name, seed, runs_dir or drafts.runs_dir), published, committed)
 
 
