@@ -42,7 +42,8 @@ train: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/python -m mixlab reproduce --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS),) \
-		$(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n))
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(FORCE),--force,) $(foreach n,$(ONLY),--only $(n)) \
+		$(if $(DRAW_ONLY),--draw-only,)
 
 # JupyterLab on the repository root (README, results/, figures/ browsable), opening notebooks/, where a
 # double-click opens a .py as a notebook (.jupyter/overrides.json). Root (containers, cloud notebooks)

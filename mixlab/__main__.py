@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--train-only", action="store_true",
                    help="train every run the notebooks declare (seed by seed) without executing the notebooks;"
                         " a later reproduce reuses them")
+    r.add_argument("--draw-only", action="store_true",
+                   help="train nothing: the notebooks draw from the runs finished or recorded so far"
+                        " (MIXLAB_DRAW_ONLY=1; their tables say how many seeds each row has)")
     r.add_argument("--runner", choices=("papermill", "script"),
                    help="papermill (default when installed) or script (runs the paired .py files)")
     sub.add_parser("notebooks", help="save every notebook pair as JupyterLab + jupytext do, outputs stripped "
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             from mixlab.workbook import notebooks, pipeline
             start = time.perf_counter()
+            if args.draw_only:
+                os.environ["MIXLAB_DRAW_ONLY"] = "1"
             if args.train_only:
                 rows = pipeline.train(args.profile, only=args.only, force=args.force, scheduler=args.scheduler)
                 print(f"[train] {len(rows)} runs of profile {args.profile} in {time.perf_counter() - start:.0f} s")

@@ -319,3 +319,14 @@ def test_scaling_projection_starts_the_longest_first_on_the_first_free_worker(re
         (tmp_path / path).mkdir(parents=True)
         (tmp_path / path / "metrics.json").write_text(json.dumps({"profile": profile, "wall_time_s": 2.5}))
     assert scaling.recorded_runs(tmp_path) == {"x/a-seed0": 2.5, "y/c-seed1": 2.5}
+
+
+def test_draw_only_returns_the_recorded_runs_and_trains_nothing(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(grid, "client", lambda: pytest.fail("draw-only must not reach a cluster"))
+    monkeypatch.setenv("MIXLAB_DRAW_ONLY", "1")
+    kw = {"profile": "smoke", "runs_dir": tmp_path / "runs", "results_dir": tmp_path / "results"}
+    experiments.run("e", "r1", "toy", seed=0, overrides={"train": {"epochs": 1}}, **kw)
+    runs = [grid.Run("e", f"r{i}", "toy", 0, {"train": {"epochs": 1}}) for i in range(3)]
+    rows = grid.submit(runs, **kw)
+    assert [r["name"] for r in rows] == ["r1"]
+    assert not (tmp_path / "runs" / "e" / "r0").exists()

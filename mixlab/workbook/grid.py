@@ -107,7 +107,9 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
            results_dir: str | Path | None = None, force: bool = False) -> list[dict]:
     """Train every run of ``runs`` (or reuse it) on the cluster of :func:`client`; returns their rows
     in the order given, once all are in. ``force`` trains each one again from scratch. A run that
-    fails raises its error, naming the run; the others keep what they trained."""
+    fails raises its error, naming the run; the others keep what they trained. With
+    ``$MIXLAB_DRAW_ONLY=1`` nothing trains: the rows of the finished or recorded runs come back, in
+    order, and the others are named and left out (a notebook drawn from a pass still in progress)."""
     runs = list(runs)
     drafts = paths.outputs(profile)
     folders = {"runs_dir": str(paths.resolve(runs_dir or drafts.runs_dir)),
@@ -124,6 +126,10 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
             rows[i] = _run(run, profile, folders)  # reuses and publishes it: no worker needed
         else:
             todo.append(i)
+    if todo and os.environ.get("MIXLAB_DRAW_ONLY") == "1":
+        print(f"[grid] MIXLAB_DRAW_ONLY=1: {len(todo)} of {len(runs)} runs are neither finished nor recorded and are"
+              f" left out ({', '.join(str(runs[i]) for i in todo)})", flush=True)
+        return [row for row in rows if row is not None]
     if not todo:
         return rows
     if os.environ.get("MIXLAB_SCHEDULER") == "none":

@@ -164,7 +164,8 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
             rendered = notebooks.render(out, root / RENDERED)
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
             print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
-        io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
+        if os.environ.get("MIXLAB_DRAW_ONLY") != "1":  # drawn from a partial pass: not done, run it again next time
+            io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
         print(f"[reproduce] {name}: done in {seconds} s" + (
             f"; it reused runs trained earlier ({reused} s of training), so from an empty runs/ about"
             f" {from_empty_seconds(record)} s" if reused else ""), flush=True)
