@@ -138,7 +138,7 @@ def assignment_confidence(posterior, collapse_fraction: float = 0.01) -> dict:
     log_k = np.log(posterior.shape[1])
     kl = float(log_k - np.concatenate(ent).mean())
     return {"mean_max_q": float(np.concatenate(max_q).mean()), "kl_to_uniform": kl,
-            "collapsed": kl < collapse_fraction * log_k}
+            "collapsed": bool(kl < collapse_fraction * log_k)}
 
 
 # ---- label-free diagnostics of a representation, prototypes and a posterior (logged per epoch) ----

@@ -105,3 +105,12 @@ def test_silhouette_cosine_ranks_separated_above_random_and_rejects_one_cluster(
     assert np.isnan(silhouette_cosine(emb, np.zeros(200, dtype=int)))
     with pytest.raises(ValueError, match="rows"):
         silhouette_cosine(emb[:10], y)
+
+
+def test_assignment_confidence_is_plain_json():
+    import json
+
+    from mixlab.metrics import assignment_confidence
+
+    found = assignment_confidence(np.full((4, 3), 1 / 3))
+    assert json.loads(json.dumps(found))["collapsed"] is True and type(found["collapsed"]) is bool
