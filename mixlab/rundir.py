@@ -14,7 +14,7 @@ A run folder ``out/`` holds::
 Its **record** (:func:`write_record`, committed under ``results/``) is what a notebook draws from,
 without the checkpoint: config, log, metrics, ``clusters.npz`` (argmax cluster and label of every
 image), the representation scores once computed, and for the runs a notebook's figures read
-(``keep``) the snapshots and ``model.pt`` (the trained weights, float16). :func:`restore` rebuilds a
+(``keep``) the snapshots and ``model.pt`` (the trained state, :func:`compact`). :func:`restore` rebuilds a
 run folder from it, so a notebook reuses a committed run instead of training it again.
 
 Everything that reads or writes these files goes through this module; a relative folder is taken
@@ -199,9 +199,25 @@ def write_record(run, record, *, keep: bool = False) -> None:
         io.copy(path, record / SNAPSHOTS / path.name)
     if (run / CHECKPOINT).is_file():
         state = read_checkpoint(run / CHECKPOINT)["method"]
-        io.torch_save(record / MODEL, {k: v.half() if v.is_floating_point() else v for k, v in state.items()})
+        io.torch_save(record / MODEL, compact(state))
     elif (run / MODEL).is_file():
         io.copy(run / MODEL, record / MODEL)
+
+
+def compact(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict small enough to commit: floating tensors in float16, integer tensors (e.g. SiamMM's
+    [N, H] cluster indices) in the narrowest integer type that holds their values, exactly.
+    ``load_state_dict`` casts every entry back to the dtype of the module's own tensor."""
+    def narrow(v: torch.Tensor) -> torch.Tensor:
+        if v.is_floating_point():
+            return v.half()
+        if v.dtype in (torch.int16, torch.int32, torch.int64) and v.numel():
+            lo, hi = int(v.min()), int(v.max())
+            for dtype in (torch.int8, torch.int16, torch.int32):
+                if torch.iinfo(dtype).min <= lo and hi <= torch.iinfo(dtype).max:
+                    return v.to(dtype)
+        return v
+    return {k: narrow(v) for k, v in state.items()}
 
 
 def has_record(record, *, keep: bool = False, representation: bool = False) -> bool:
@@ -251,6 +267,6 @@ def load(run, device: str = "cpu") -> Loaded:
     if spec is None:
         raise ValueError(f"{run}/{METRICS} has no 'input' record (written by an older mixlab); retrain the run")
     augmenter, method = build(cfg, spec["channels"], spec["image_size"], spec["n_samples"], torch.device(device))
-    method.load_state_dict(weights(run))  # a record's float16 weights are cast to each tensor's dtype
+    method.load_state_dict(weights(run))  # a record's compact state is cast to each tensor's dtype
     method.eval()
     return Loaded(cfg, spec, augmenter, method)

@@ -70,6 +70,30 @@ def test_a_committed_record_is_reused_where_runs_is_empty(tmp_path, monkeypatch)
     assert len(trained) == 3  # another config, then forced
 
 
+def test_a_compact_state_loads_back_exactly_into_its_own_dtypes():
+    """model.pt keeps floats in float16 and integer buffers (SiamMM's [N, H] cluster indices) in the
+    narrowest integer type that holds them; load_state_dict casts both back to the module's dtypes."""
+    import torch
+
+    from mixlab import rundir
+
+    module = torch.nn.Linear(3, 2)
+    module.register_buffer("assign", torch.randint(0, 5469, (1000, 5)))
+    module.register_buffer("offset", torch.tensor([-2 ** 40, 7]))
+    module.register_buffer("flag", torch.ones((), dtype=torch.bool))
+    compact = rundir.compact(module.state_dict())
+    assert (compact["weight"].dtype, compact["assign"].dtype, compact["offset"].dtype, compact["flag"].dtype) == (
+        torch.float16, torch.int16, torch.int64, torch.bool)
+    fresh = torch.nn.Linear(3, 2)
+    fresh.register_buffer("assign", torch.zeros(1000, 5, dtype=torch.long))
+    fresh.register_buffer("offset", torch.zeros(2, dtype=torch.long))
+    fresh.register_buffer("flag", torch.zeros((), dtype=torch.bool))
+    fresh.load_state_dict(compact)
+    assert fresh.assign.dtype == torch.long and torch.equal(fresh.assign, module.assign)
+    assert torch.equal(fresh.offset, module.offset) and bool(fresh.flag)
+    torch.testing.assert_close(fresh.weight, module.weight.half().float())
+
+
 def test_a_record_without_weights_is_not_reused_where_weights_are_asked(tmp_path, monkeypatch):
     from mixlab import engine
     from mixlab.workbook import experiments
