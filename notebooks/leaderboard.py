@@ -65,8 +65,6 @@ sizes = {r["name"]: (r["input"]["image_size"], r["input"]["n_samples"]) for r in
 same_images = len(set(sizes.values())) == 1  # the cpu profile: every method at 16 px on all 70,000 images
 images_note = ("" if same_images else "; NOT the same input for every method (image size, images): "
                + ", ".join(f"{name} {size}" for name, size in sizes.items()))
-if len(rows) < len(GRID):  # drawn with MIXLAB_DRAW_ONLY=1 before every run was recorded
-    images_note += f"; {len(rows)} of the {len(GRID)} declared runs recorded so far (the seeds column says which rows lack some)"
 table = first_try.beside(table, train, seeds, runs_dir=runs_dir, names=baselines)
 table.loc[list(baselines), "final K"] = table.loc[list(baselines), "n_nonempty_mean"]
 table.loc[list(baselines), "train s"] = table.loc[list(baselines), "wall_time_s"]

@@ -86,7 +86,7 @@ GRID += [grid.Run(EXP, "two-fold-unnormalized", "nmm", seed,  # Fig. 7 and the n
 done = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 rows = [r for r in done if r["name"] in VARIANTS]
 raws = [r for r in done if r["name"] == "two-fold-unnormalized"]
-raw = raws[0]
+raw = raws[0] if raws else None  # None: drawn (MIXLAB_DRAW_ONLY=1) before it was recorded
 table = experiments.summarize(rows)
 cfg0 = config.resolve("nmm", profile)
 table = first_try.beside(table, cfg0.train, seeds, runs_dir=runs_dir, names=baselines)
@@ -128,7 +128,6 @@ viz.savefig(fig, "nmm_training_curves", figures_dir, profile=profile, experiment
 
 # %%
 trained = rundir.load(runs0["NMM"], device=device)
-unnormalized = rundir.load(raw["run_dir"], device=device)
 random_cfg = config.resolve("nmm", profile, {"train": {"device": device, "seed": seeds[0]}})
 random_net = engine.build(random_cfg)
 random_net.method.eval()
@@ -138,15 +137,18 @@ g = torch.Generator().manual_seed(0)
 pick = torch.randperm(len(data), generator=g)[:n_tsne].sort().values
 images, labels = data.images[pick], data.labels[pick].numpy()
 
-panels = [("random network", random_net), ("trained, un-normalized", unnormalized), ("trained, normalized", trained)]
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+panels = [("random network", random_net)]
+panels += [("trained, un-normalized", rundir.load(raw["run_dir"], device=device))] if raw else []
+panels += [("trained, normalized", trained)]
+fig, axes = plt.subplots(1, len(panels), figsize=(14 * len(panels) / 3, 4.5))
 for ax, (title, setup) in zip(axes, panels):
     emb = extract(setup.method, images, setup.augmenter, fn="embed")
     used = len(np.unique(emb.argmax(1)))
     viz.scatter_2d(ax, viz.embed_2d(emb, "tsne", seed=0), labels, title=f"{title}\n({used} clusters used)")
 viz.savefig(fig, "nmm_tsne_final_layer", figures_dir, profile=profile, experiment=EXP, n=n_tsne,
-            runs={"normalized": runs0["NMM"], "unnormalized": raw["run_dir"]})
-print(f"un-normalized two-fold run: acc {raw['acc']:.3f}, non-empty clusters {raw['n_nonempty']}")
+            runs={"normalized": runs0["NMM"], "unnormalized": raw and raw["run_dir"]})
+if raw:
+    print(f"un-normalized two-fold run: acc {raw['acc']:.3f}, non-empty clusters {raw['n_nonempty']}")
 
 # %% [markdown]
 # ## Cluster prototypes (Fig. 8)

@@ -99,7 +99,7 @@ GRID += [grid.Run(EXP, f"SiamMM-K0={k0}", "siammm", seeds[0],
 # %%
 done = grid.submit(GRID, profile=profile, runs_dir=runs_dir, results_dir=results_dir)
 rows = []
-for r in done[:len(seeds)]:
+for r in (r for r in done if r["name"] == "SiamMM"):  # the main runs; done[...] also holds the K0 curves
     log = rundir.log(r["run_dir"])
     p = rundir.clusters(r["run_dir"])
     pred, labels = p["cluster"], p["labels"]
@@ -142,8 +142,9 @@ print("raw pixels:", {k: round(v, 4) for k, v in pixel_ref.items()})
 
 # %%
 curve_runs = {f"K0={cfg.params.n_clusters}, seed {r['seed']}": r["run_dir"] for r in rows}
-for k0, r in zip(K0S, done[len(seeds):]):
-    curve_runs[f"K0={k0}, seed {seeds[0]}"] = r["run_dir"]
+for r in done:
+    if r["name"].startswith("SiamMM-K0="):
+        curve_runs[f"{r['name'].removeprefix('SiamMM-')}, seed {r['seed']}"] = r["run_dir"]
 curves = {label: rundir.log(path) for label, path in curve_runs.items()}
 fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
 for label, log in curves.items():

@@ -164,10 +164,9 @@ viz.savefig(fig, "siammm_ablations", figures_dir, experiment=EXP, profile=profil
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.6))
-for name in ROWS:
-    r = next(x for x in rows if x["name"] == name)
+for r in (x for x in rows if x["seed"] == seeds[0]):  # every row recorded on the first seed
     log = rundir.log(r["run_dir"])
-    ax.plot([x["epoch"] for x in log], [x["K"] for x in log], marker=".", label=name)
+    ax.plot([x["epoch"] for x in log], [x["K"] for x in log], marker=".", label=r["name"])
 ax.set(xlabel="epoch", ylabel="K", title=f"seed {seeds[0]}")
 ax.legend(fontsize=7)
 viz.savefig(fig, "siammm_ablations_k", figures_dir, experiment=EXP, profile=profile, seed=seeds[0])

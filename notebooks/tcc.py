@@ -155,7 +155,7 @@ experiments.show_markdown(md)
 
 # %%
 first = {r["name"]: r["run_dir"] for r in rows if r["seed"] == seeds[0]}
-fig, axes = plt.subplots(2, len(first), figsize=(4 * len(first), 8))
+fig, axes = plt.subplots(2, len(first), figsize=(4 * len(first), 8), squeeze=False)
 for j, (name, run) in enumerate(first.items()):
     snap = rundir.snapshot(run, rundir.snapshot_epochs(run)[-1])
     pick = np.random.default_rng(0).permutation(len(snap["index"]))[:n_tsne]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mixlab.config import ConfigError
-from mixlab.workbook import experiments, grid
+from mixlab.workbook import claims, experiments, grid
 
 BIN = Path(sys.executable).parent
 
@@ -330,3 +330,13 @@ def test_draw_only_returns_the_recorded_runs_and_trains_nothing(tmp_path, monkey
     rows = grid.submit(runs, **kw)
     assert [r["name"] for r in rows] == ["r1"]
     assert not (tmp_path / "runs" / "e" / "r0").exists()
+    # the notebook draws what is there: its table names what is missing, a claim on a missing arm is undecided
+    table = experiments.write_table(experiments.summarize(rows), tmp_path / "results", "e", profile="smoke")
+    assert "not recorded yet: e/r0 seed 0, e/r2 seed 0." in table.read_text()
+    verdict = claims.judge_rows(claims.Claim("r0 > r1", "test", a="r0", b="r1"), rows)
+    assert verdict.verdict == "undecided" and verdict.seeds == []
+    monkeypatch.delenv("MIXLAB_DRAW_ONLY")
+    with pytest.raises(ValueError, match="no runs named 'r0'"):  # outside draw-only a missing arm is a mistake
+        claims.judge_rows(claims.Claim("r0 > r1", "test", a="r0", b="r1"), rows)
+    grid.submit(runs[1:2], **kw)
+    assert experiments.left_out_note() == ""

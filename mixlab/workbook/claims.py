@@ -7,7 +7,8 @@ d_s = m_A(s) - m_B(s), the effect is mean(d) ± std(d) over seeds, and the **pai
 
 - ``held``: p < α and the difference has the claimed sign;
 - ``reversed``: p < α and the opposite sign;
-- ``undecided``: p ≥ α, or fewer than 2 seeds.
+- ``undecided``: p ≥ α, or fewer than 2 seeds (none at all for an arm not recorded yet, in a
+  notebook drawn with ``MIXLAB_DRAW_ONLY=1`` from a pass still in progress).
 
 When every seed gives the same non-zero difference (a discrete metric such as the number of
 clusters used), std(d) = 0 and t is ±∞: p = 0, the limit of the t-test. No difference at all is
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,6 +144,10 @@ def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
     if len(seeds) != a.size:
         raise ValueError(f"{claim.claim}: {len(seeds)} seeds for {a.size} paired values")
     d = a - b
+    if d.size == 0:  # an arm not recorded yet (draw-only): nothing to judge
+        return Verdict(claim=claim, seeds=[], a_values=[], b_values=[], effect_mean=float("nan"),
+                       effect_std=float("nan"), t=float("nan"), p_t=float("nan"), p_wilcoxon=float("nan"),
+                       verdict="undecided", alpha=alpha)
     if d.size >= 2 and np.all(d == d[0]):  # no seed-to-seed variation: the t-test's limit
         t, p = (math.copysign(math.inf, d[0]), 0.0) if d[0] else (0.0, 1.0)
     else:
@@ -162,10 +168,11 @@ def judge(claim: Claim, a_values: Sequence[float], b_values: Sequence[float], *,
 
 def judge_rows(claim: Claim, rows: Sequence[dict], *, alpha: float = ALPHA) -> Verdict:
     """:func:`judge` on the rows of :func:`mixlab.workbook.experiments.run` (``name``, ``seed``, metrics),
-    paired by seed over the seeds both arms ran."""
+    paired by seed over the seeds both arms ran. An arm with no run is an error, except in a notebook
+    drawn with ``MIXLAB_DRAW_ONLY=1`` (its runs may not be recorded yet): the claim is undecided on 0 seeds."""
     by = {name: {int(r["seed"]): float(r[claim.metric]) for r in rows if r["name"] == name} for name in (claim.a, claim.b)}
     for name, values in by.items():
-        if not values:
+        if not values and os.environ.get("MIXLAB_DRAW_ONLY") != "1":
             raise ValueError(f"claim {claim.claim!r}: no runs named {name!r}; known: {sorted({r['name'] for r in rows})}")
     seeds = sorted(set(by[claim.a]) & set(by[claim.b]))
     return judge(claim, [by[claim.a][s] for s in seeds], [by[claim.b][s] for s in seeds], seeds=seeds, alpha=alpha)

@@ -20,6 +20,20 @@ from mixlab.utils.provenance import provenance
 from mixlab.workbook import report
 
 METRICS = ("acc", "nmi", "ari", "ami")
+LEFT_OUT: list = []  # the runs the last draw-only grid.submit left out (MIXLAB_DRAW_ONLY=1): write_table names them
+
+
+def left_out_note(runs=None) -> str:
+    """One sentence naming the declared runs not recorded yet (default :data:`LEFT_OUT`), seeds grouped
+    by run name; empty when there are none."""
+    seeds: dict[str, list[int]] = {}
+    for run in LEFT_OUT if runs is None else runs:
+        seeds.setdefault(f"{run.experiment}/{run.name}", []).append(run.seed)
+    if not seeds:
+        return ""
+    return ("drawn before every declared run was recorded (MIXLAB_DRAW_ONLY=1); not recorded yet: "
+            + ", ".join(f"{name} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, sorted(s)))}"
+                        for name, s in seeds.items()))
 
 
 def run_dir(experiment: str, name: str, seed: int, runs_dir="runs") -> Path:
@@ -184,8 +198,11 @@ def show_markdown(text: str) -> None:
 def write_table(table, results_dir: str | Path, experiment: str, *, profile: str, note: str = "",
                 extra: tuple[str, ...] = (), metrics=("acc", "nmi", "ari")) -> Path:
     """Write ``table.md`` (:func:`mixlab.workbook.report.write`) and ``table.csv`` under
-    ``results_dir/experiment``, and ``table.json`` with the provenance."""
+    ``results_dir/experiment``, and ``table.json`` with the provenance. A table drawn before all its
+    runs were recorded says which are missing (:func:`left_out_note`)."""
     root = paths.resolve(results_dir) / experiment
+    missing = left_out_note()
+    note = "; ".join(part for part in (note.rstrip("."), missing) if part) + ("." if missing else "")
     report.write(root / "table.md", format_table(table, metrics, extra=extra), writer="mixlab.workbook.experiments.write_table",
                  profile=profile, note=note)
     io.write_text(root / "table.csv", table.to_csv())

@@ -109,7 +109,8 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
     in the order given, once all are in. ``force`` trains each one again from scratch. A run that
     fails raises its error, naming the run; the others keep what they trained. With
     ``$MIXLAB_DRAW_ONLY=1`` nothing trains: the rows of the finished or recorded runs come back, in
-    order, and the others are named and left out (a notebook drawn from a pass still in progress)."""
+    order, and the others are named and left out (a notebook drawn from a pass still in progress;
+    :func:`mixlab.workbook.experiments.write_table` names them under the table)."""
     runs = list(runs)
     drafts = paths.outputs(profile)
     folders = {"runs_dir": str(paths.resolve(runs_dir or drafts.runs_dir)),
@@ -126,6 +127,7 @@ def submit(runs: list[Run], *, profile: str, runs_dir: str | Path | None = None,
             rows[i] = _run(run, profile, folders)  # reuses and publishes it: no worker needed
         else:
             todo.append(i)
+    experiments.LEFT_OUT[:] = [runs[i] for i in todo] if os.environ.get("MIXLAB_DRAW_ONLY") == "1" else []
     if todo and os.environ.get("MIXLAB_DRAW_ONLY") == "1":
         print(f"[grid] MIXLAB_DRAW_ONLY=1: {len(todo)} of {len(runs)} runs are neither finished nor recorded and are"
               f" left out ({', '.join(str(runs[i]) for i in todo)})", flush=True)

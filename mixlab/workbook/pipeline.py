@@ -194,7 +194,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
     io.write_json(timings, {r["notebook"]: {"seconds": r["seconds"], "commit": r["commit"],
                                             **({"reused_seconds": r["reused_seconds"]} if r.get("reused_seconds") else {})}
                             for r in rows if r.get("seconds") is not None and r.get("commit")})
-    write_summary(results_dir, profile, rows)
+    write_summary(results_dir, profile, rows, root)
     claims.write_table(results_dir, profile)
     if profile == "cpu":
         for page in FILLED_PAGES:
@@ -351,7 +351,7 @@ def fill_readme(readme: Path, root: Path = REPO) -> int:
     return filled
 
 
-def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = None) -> Path:
+def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = None, root: Path = REPO) -> Path:
     """Collect every ``results_dir/*/table.csv`` into ``summary.md`` and ``summary.csv``; with no
     table yet (e.g. only the primer ran) ``summary.md`` holds the timings alone."""
     import pandas as pd
@@ -379,7 +379,7 @@ def write_summary(results_dir: Path, profile: str, timings: list[dict] | None = 
         parts.append(report.table(["notebook", "status", "seconds", "+ reused runs' training (s)",
                                    "from an empty runs/ (s)"], rows))
     if profile != "smoke":
-        spent = training_time(profile)
+        spent = training_time(profile, root)
         parts.append(report.table(["notebook", "runs declared", "runs recorded", "measured core-s", "estimated core-s"],
                                   spent["rows"] + [["**all notebooks** (each run once)", "", "", spent["measured"],
                                                    spent["estimated"]]]))
