@@ -202,7 +202,8 @@ def write_table(table, results_dir: str | Path, experiment: str, *, profile: str
     runs were recorded says which are missing (:func:`left_out_note`)."""
     root = paths.resolve(results_dir) / experiment
     missing = left_out_note()
-    note = "; ".join(part for part in (note.rstrip("."), missing) if part) + ("." if missing else "")
+    if missing:
+        note = "; ".join(part for part in (note.rstrip("."), missing) if part) + "."
     report.write(root / "table.md", format_table(table, metrics, extra=extra), writer="mixlab.workbook.experiments.write_table",
                  profile=profile, note=note)
     io.write_text(root / "table.csv", table.to_csv())
