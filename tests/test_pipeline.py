@@ -161,6 +161,9 @@ def test_summary_timings_keep_the_notebooks_this_call_did_not_run(tmp_path):
                                       ["em_elbo_primer", "mice", "tcc"], state)
     assert [(r["notebook"], r["status"], r.get("seconds")) for r in rows] == [
         ("em_elbo_primer", "earlier run (ran at commit abc1234)", 41.5), ("mice", "ran", 600.0), ("tcc", "not run", None)]
+    drawn = pipeline.with_earlier_runs([{"notebook": "em_elbo_primer", "status": "ran", "seconds": 9.0,
+                                         "commit": "def5678"}], ["em_elbo_primer"], state)
+    assert drawn[0]["commit"] == "def5678"  # a notebook that ran now carries this commit, not its last stamp's
     skipped = pipeline.with_earlier_runs([{"notebook": "em_elbo_primer", "status": "skipped"}], ["em_elbo_primer"], state)
     assert skipped == [{"notebook": "em_elbo_primer", "status": "skipped (ran at commit abc1234)", "seconds": 41.5,
                         "reused_seconds": 0.0, "commit": "abc1234"}]

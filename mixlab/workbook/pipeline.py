@@ -159,7 +159,7 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         seconds = round(time.perf_counter() - start, 1)
         reused = reused_run_seconds(name, profile, started_at)
         record = {"notebook": name, "status": "ran", "seconds": seconds, "reused_seconds": reused,
-                  "executed": str(out)}
+                  "executed": str(out), "commit": provenance().get("commit", "?")}
         if profile == "cpu" and out.suffix == ".ipynb":
             rendered = notebooks.render(out, root / RENDERED)
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
@@ -311,7 +311,7 @@ def with_earlier_runs(records: list[dict], names: list[str], state_dir: Path,
         earlier = json.loads(stamp.read_text()) if stamp.is_file() else None
         commit = (earlier or {}).get("provenance", {}).get("commit", "?")
         if mine.get(name, {}).get("status") == "ran":
-            rows.append({**mine[name], "commit": commit})
+            rows.append({"commit": commit, **mine[name]})  # its own commit (a draw-only pass writes no stamp)
         elif earlier is not None:
             status = "skipped" if name in mine else "earlier run"
             rows.append({"notebook": name, "status": f"{status} (ran at commit {commit})",
