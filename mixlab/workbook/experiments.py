@@ -23,11 +23,11 @@ METRICS = ("acc", "nmi", "ari", "ami")
 LEFT_OUT: list = []  # the runs the last draw-only grid.submit left out (MIXLAB_DRAW_ONLY=1): write_table names them
 
 
-def left_out_note(runs=None) -> str:
-    """One sentence naming the declared runs not recorded yet (default :data:`LEFT_OUT`), seeds grouped
-    by run name; empty when there are none."""
+def left_out_note() -> str:
+    """One sentence naming the declared runs not recorded yet (:data:`LEFT_OUT`), seeds grouped by run
+    name; empty when there are none."""
     seeds: dict[str, list[int]] = {}
-    for run in LEFT_OUT if runs is None else runs:
+    for run in LEFT_OUT:
         seeds.setdefault(f"{run.experiment}/{run.name}", []).append(run.seed)
     if not seeds:
         return ""

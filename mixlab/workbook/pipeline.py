@@ -158,14 +158,15 @@ def reproduce(profile: str = "cpu", *, only: list[str] | None = None, force: boo
         out = run_notebook(name, params, paths.resolve("runs") / profile / "notebooks", root)
         seconds = round(time.perf_counter() - start, 1)
         reused = reused_run_seconds(name, profile, started_at)
+        made_by = provenance()
         record = {"notebook": name, "status": "ran", "seconds": seconds, "reused_seconds": reused,
-                  "executed": str(out), "commit": provenance().get("commit", "?")}
+                  "executed": str(out), "commit": made_by.get("commit", "?")}
         if profile == "cpu" and out.suffix == ".ipynb":
             rendered = notebooks.render(out, root / RENDERED)
             record["rendered"] = [str(p.relative_to(root)) for p in rendered]
             print(f"[reproduce] {name}: rendered copy {record['rendered'][-1]}", flush=True)
         if os.environ.get("MIXLAB_DRAW_ONLY") != "1":  # drawn from a partial pass: not done, run it again next time
-            io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": provenance()})
+            io.write_json(state_dir / f"{name}.json", {"key": key, **record, "provenance": made_by})
         print(f"[reproduce] {name}: done in {seconds} s" + (
             f"; it reused runs trained earlier ({reused} s of training), so from an empty runs/ about"
             f" {from_empty_seconds(record)} s" if reused else ""), flush=True)
